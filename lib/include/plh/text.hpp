@@ -1,0 +1,29 @@
+#pragma once
+// Parsing of user-supplied values shared by every tool: durations, sizes, channel
+// names. All parsers throw UsageError with a message naming the bad value.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace plh {
+
+// "500ms", "5s", "2.5s", "1m", "100us", a bare number means seconds.
+std::chrono::nanoseconds parse_duration(std::string_view text);
+
+// "65536", "64K", "64KiB", "1M", "1MiB", "1G".
+std::uint64_t parse_size(std::string_view text);
+
+// Channel names: dot-separated components, each [A-Za-z][A-Za-z0-9_-]*, at most 255
+// characters. Returns an empty string when valid, else the reason.
+std::string channel_name_problem(std::string_view name);
+// Throws UsageError("invalid channel name 'x': <reason>") when invalid.
+void validate_channel_name(std::string_view name);
+
+// Host name of this machine (cached).
+const std::string& hostname();
+
+// CLOCK_REALTIME in nanoseconds.
+std::int64_t realtime_ns();
+
+}  // namespace plh

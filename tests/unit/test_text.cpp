@@ -1,0 +1,39 @@
+#include <catch2/catch.hpp>
+
+#include "plh/error.hpp"
+#include "plh/text.hpp"
+
+using namespace std::chrono_literals;
+
+TEST_CASE("durations parse with units", "[text]") {
+  CHECK(plh::parse_duration("500ms") == 500ms);
+  CHECK(plh::parse_duration("5s") == 5s);
+  CHECK(plh::parse_duration("2") == 2s);
+  CHECK(plh::parse_duration("1.5s") == 1500ms);
+  CHECK(plh::parse_duration("100us") == 100us);
+  CHECK_THROWS_AS(plh::parse_duration("abc"), plh::UsageError);
+  CHECK_THROWS_AS(plh::parse_duration("5 parsecs"), plh::UsageError);
+  CHECK_THROWS_AS(plh::parse_duration("-1s"), plh::UsageError);
+}
+
+TEST_CASE("sizes parse with binary suffixes", "[text]") {
+  CHECK(plh::parse_size("65536") == 65536);
+  CHECK(plh::parse_size("64K") == 65536);
+  CHECK(plh::parse_size("1MiB") == 1048576);
+  CHECK_THROWS_AS(plh::parse_size("1.5"), plh::UsageError);
+  CHECK_THROWS_AS(plh::parse_size("lots"), plh::UsageError);
+}
+
+TEST_CASE("channel names follow the SPEC grammar", "[text]") {
+  for (const char* good : {"lab.temp", "a", "A1.b_2.c-3", "x.y.z"}) {
+    INFO(good);
+    CHECK(plh::channel_name_problem(good).empty());
+  }
+  for (const char* bad : {"", ".", "a.", ".a", "1abc", "a..b", "a b", "lab/temp", "a.*"}) {
+    INFO(bad);
+    CHECK_FALSE(plh::channel_name_problem(bad).empty());
+    CHECK_THROWS_AS(plh::validate_channel_name(bad), plh::UsageError);
+  }
+  CHECK(plh::channel_name_problem(std::string(255, 'a')).empty());
+  CHECK_FALSE(plh::channel_name_problem(std::string(256, 'a')).empty());
+}
