@@ -36,11 +36,33 @@ int remaining_ms(std::chrono::steady_clock::time_point deadline) {
   return left.count() > 1'000'000 ? 1'000'000 : static_cast<int>(left.count());
 }
 
-bool fd_readable(int fd) {
-  if (fd < 0) return false;
-  zmq_pollitem_t item{nullptr, fd, ZMQ_POLLIN, 0};
-  return zmq_poll(&item, 1, 0) > 0 && (item.revents & ZMQ_POLLIN);
+struct PollResult {
+  bool socket = false;  // the socket has the requested event
+  bool woken = false;   // a wake fd is readable
+};
+
+// zmq_poll on one socket and the wake fds.
+PollResult poll_socket(void* sock, short events, const WakeFds& wake, long timeout_ms) {
+  zmq_pollitem_t items[3];
+  int n = 0;
+  if (sock) items[n++] = {sock, 0, events, 0};
+  for (int fd : wake)
+    if (fd >= 0) items[n++] = {nullptr, fd, ZMQ_POLLIN, 0};
+  const int rc = zmq_poll(items, n, timeout_ms);
+  PollResult r;
+  if (rc < 0) {
+    if (zmq_errno() != EINTR) throw_zmq("poll failed");
+    return r;
+  }
+  for (int i = 0; i < n; ++i) {
+    if (!items[i].revents) continue;
+    if (items[i].socket) r.socket = true;
+    else r.woken = true;
+  }
+  return r;
 }
+
+bool woken(const WakeFds& wake) { return poll_socket(nullptr, 0, wake, 0).woken; }
 
 std::string connectable(const std::string& bound) {
   for (std::string_view wildcard : {"0.0.0.0", "[::]", "*"}) {
@@ -180,22 +202,16 @@ int Publisher::consumers() {
   return cfg_.pattern == Pattern::pubsub ? subscriptions_ : peers_;
 }
 
-bool Publisher::wait_for_consumers(int n, std::chrono::steady_clock::time_point deadline, int wake_fd) {
+bool Publisher::wait_for_consumers(int n, std::chrono::steady_clock::time_point deadline, WakeFds wake) {
   for (;;) {
     if (consumers() >= n) return true;
     const int left = remaining_ms(deadline);
     if (left == 0) return false;
-    zmq_pollitem_t items[2] = {
-        {cfg_.pattern == Pattern::pubsub ? sock_ : monitor_, 0, ZMQ_POLLIN, 0},
-        {nullptr, wake_fd, ZMQ_POLLIN, 0},
-    };
-    const int rc = zmq_poll(items, wake_fd >= 0 ? 2 : 1, left);
-    if (rc < 0 && zmq_errno() != EINTR) throw_zmq("poll failed");
-    if (wake_fd >= 0 && (items[1].revents & ZMQ_POLLIN)) return false;
+    if (poll_socket(cfg_.pattern == Pattern::pubsub ? sock_ : monitor_, ZMQ_POLLIN, wake, left).woken) return false;
   }
 }
 
-bool Publisher::send(std::string_view frame, int wake_fd) {
+bool Publisher::send(std::string_view frame, WakeFds wake) {
   for (;;) {
     if (zmq_send(sock_, frame.data(), frame.size(), ZMQ_DONTWAIT) >= 0) {
       ++frames_sent_;
@@ -205,13 +221,11 @@ bool Publisher::send(std::string_view frame, int wake_fd) {
     if (err != EAGAIN && err != EINTR) throw_zmq("cannot send");
     if (cfg_.pattern == Pattern::pubsub) return true;  // dropped at the HWM: the consumer sees a gap
     // pipeline: every consumer is full (or there is none yet): wait for room.
-    zmq_pollitem_t items[2] = {{sock_, 0, ZMQ_POLLOUT, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
-    if (zmq_poll(items, wake_fd >= 0 ? 2 : 1, 1000) < 0 && zmq_errno() != EINTR) throw_zmq("poll failed");
-    if (wake_fd >= 0 && (items[1].revents & ZMQ_POLLIN)) return false;
+    if (poll_socket(sock_, ZMQ_POLLOUT, wake, 1000).woken) return false;
   }
 }
 
-void Publisher::end_of_stream(std::uint64_t next_seq, int wake_fd) {
+void Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + cfg_.linger;
   const std::string eos = wire::encode_end_of_stream(next_seq, realtime_ns());
@@ -232,7 +246,7 @@ void Publisher::end_of_stream(std::uint64_t next_seq, int wake_fd) {
         drain_events();
         if (sent_once && plh_subs_ <= 0) return;
         const int left = remaining_ms(deadline);
-        if (left == 0 || fd_readable(wake_fd)) {
+        if (left == 0 || woken(wake)) {
           if (!sent_once)
             spdlog::warn("end of stream could not be delivered within {} ms: a subscriber is not reading",
                          cfg_.linger.count());
@@ -242,8 +256,7 @@ void Publisher::end_of_stream(std::uint64_t next_seq, int wake_fd) {
         }
         const int tick = remaining_ms(next);
         if (tick == 0) break;
-        zmq_pollitem_t items[2] = {{sock_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
-        zmq_poll(items, wake_fd >= 0 ? 2 : 1, std::min(left, tick));
+        poll_socket(sock_, ZMQ_POLLIN, wake, std::min(left, tick));
       }
     }
   }
@@ -253,13 +266,12 @@ void Publisher::end_of_stream(std::uint64_t next_seq, int wake_fd) {
     drain_events();
     if (peers_ <= 0) return;
     const int left = remaining_ms(deadline);
-    if (left == 0 || fd_readable(wake_fd)) {
+    if (left == 0 || woken(wake)) {
       spdlog::info("{} pipeline consumer(s) still attached after end of stream; closing", peers_);
       return;
     }
     for (int i = 0; i < peers_; ++i) zmq_send(sock_, eos.data(), eos.size(), ZMQ_DONTWAIT);
-    zmq_pollitem_t items[2] = {{monitor_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
-    zmq_poll(items, wake_fd >= 0 ? 2 : 1, std::min(left, 50));
+    poll_socket(monitor_, ZMQ_POLLIN, wake, std::min(left, 50));
   }
 }
 
@@ -307,13 +319,10 @@ Subscriber::~Subscriber() {
   if (ctx_) zmq_ctx_term(ctx_);
 }
 
-bool Subscriber::wait(std::chrono::milliseconds timeout, int wake_fd, bool* wake_fd_ready) {
-  zmq_pollitem_t items[2] = {{sock_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
-  const long t = timeout.count() < 0 ? -1 : timeout.count();
-  const int rc = zmq_poll(items, wake_fd >= 0 ? 2 : 1, t);
-  if (rc < 0 && zmq_errno() != EINTR) throw_zmq("poll failed");
-  if (wake_fd_ready) *wake_fd_ready = wake_fd >= 0 && rc > 0 && (items[1].revents & ZMQ_POLLIN);
-  return rc > 0 && (items[0].revents & ZMQ_POLLIN);
+bool Subscriber::wait(std::chrono::milliseconds timeout, WakeFds wake, bool* wake_fd_ready) {
+  const auto r = poll_socket(sock_, ZMQ_POLLIN, wake, timeout.count() < 0 ? -1 : static_cast<long>(timeout.count()));
+  if (wake_fd_ready) *wake_fd_ready = r.woken;
+  return r.socket;
 }
 
 void Subscriber::report_gap(std::uint64_t expected, std::uint64_t got) {

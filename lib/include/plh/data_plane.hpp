@@ -18,6 +18,7 @@
 // sent before is delivered before the publisher closes.
 //
 // Neither class is thread-safe; use each from one thread.
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -30,6 +31,10 @@
 namespace plh {
 
 enum class Pattern { pubsub, pipeline };
+
+// File descriptors that interrupt a wait when readable (e.g. plh::stop_fd() and an
+// eventfd a notification callback writes); -1 entries are ignored.
+using WakeFds = std::array<int, 2>;
 // "pubsub" | "pipeline"; UsageError otherwise.
 Pattern parse_pattern(std::string_view text);
 std::string_view pattern_name(Pattern p);
@@ -67,16 +72,16 @@ class Publisher {
   // Consumers attached right now (pubsub: live subscriptions; pipeline: connected peers).
   int consumers();
   // Waits until at least n consumers are attached. Returns false when the deadline passed
-  // or `wake_fd` (e.g. stop_fd(); -1 for none) became readable.
-  bool wait_for_consumers(int n, std::chrono::steady_clock::time_point deadline, int wake_fd = -1);
+  // or a wake fd became readable.
+  bool wait_for_consumers(int n, std::chrono::steady_clock::time_point deadline, WakeFds wake = {-1, -1});
 
   // Sends one encoded frame. pubsub: never blocks (a consumer at its HWM misses it).
-  // pipeline: waits while no consumer has room; returns false when wake_fd became
+  // pipeline: waits while no consumer has room; returns false when a wake fd became
   // readable first (the frame was not sent). Throws Error on socket failures.
-  bool send(std::string_view frame, int wake_fd = -1);
+  bool send(std::string_view frame, WakeFds wake = {-1, -1});
 
   // End-of-stream marker with seq next_seq (see above). Waits at most linger.
-  void end_of_stream(std::uint64_t next_seq, int wake_fd = -1);
+  void end_of_stream(std::uint64_t next_seq, WakeFds wake = {-1, -1});
 
   std::uint64_t frames_sent() const { return frames_sent_; }
 
@@ -124,9 +129,9 @@ class Subscriber {
   // as a frame with header.end_of_stream() and no messages; ended() is true afterwards.
   // Sequence gaps (pubsub) are counted and reported on stderr, rate-limited.
   const wire::DecodedFrame* try_receive();
-  // Waits until a frame may be waiting, wake_fd (-1: none) is readable, or timeout
+  // Waits until a frame may be waiting, a wake fd is readable, or timeout
   // (negative: forever). Returns true when the socket has input.
-  bool wait(std::chrono::milliseconds timeout, int wake_fd = -1, bool* wake_fd_ready = nullptr);
+  bool wait(std::chrono::milliseconds timeout, WakeFds wake = {-1, -1}, bool* wake_fd_ready = nullptr);
 
   bool ended() const { return ended_; }
   // seq of the EOS marker (the number of messages the publisher sent + 1).
