@@ -82,11 +82,6 @@ Pattern parse_pattern(std::string_view text) {
 
 std::string_view pattern_name(Pattern p) { return p == Pattern::pipeline ? "pipeline" : "pubsub"; }
 
-CurveKeypair CurveKeypair::generate() {
-  char pub[41] = {}, sec[41] = {};
-  if (zmq_curve_keypair(pub, sec) != 0) throw_zmq("cannot generate a CURVE keypair");
-  return CurveKeypair{pub, sec};
-}
 
 // ---------------------------------------------------------------------------------
 // Publisher
@@ -293,7 +288,7 @@ Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::m
     set_int(sock_, ZMQ_RCVHWM, cfg_.hwm, "ZMQ_RCVHWM");
     set_int(sock_, ZMQ_LINGER, 0, "ZMQ_LINGER");
     if (cfg_.server_key) {
-      const CurveKeypair mine = CurveKeypair::generate();
+      const CurveKeypair mine = generate_curve_keypair();
       set_str(sock_, ZMQ_CURVE_SERVERKEY, *cfg_.server_key, "ZMQ_CURVE_SERVERKEY");
       set_str(sock_, ZMQ_CURVE_PUBLICKEY, mine.public_key, "ZMQ_CURVE_PUBLICKEY");
       set_str(sock_, ZMQ_CURVE_SECRETKEY, mine.secret_key, "ZMQ_CURVE_SECRETKEY");

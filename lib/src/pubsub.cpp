@@ -148,7 +148,7 @@ int run_publisher(const PubOptions& o) {
   cfg.pattern = o.pattern;
   cfg.hwm = o.hwm;
   cfg.linger = o.linger;
-  if (broker_key) cfg.curve = CurveKeypair::generate();  // the data plane is encrypted too
+  if (broker_key) cfg.curve = generate_curve_keypair();  // the data plane is encrypted too
   Publisher pub(cfg);
   spdlog::info("publishing on {} ({})", pub.endpoint(), pattern_name(o.pattern));
   if (o.print_endpoint) {

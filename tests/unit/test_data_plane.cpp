@@ -172,7 +172,7 @@ TEST_CASE("subscriber counts sequence gaps and skips malformed frames from a raw
 TEST_CASE("CURVE: an encrypted data plane delivers to a client holding the key and not to one without",
           "[data_plane]") {
   PublisherConfig cfg;
-  cfg.curve = CurveKeypair::generate();
+  cfg.curve = generate_curve_keypair();
   cfg.linger = 500ms;
   Publisher pub(cfg);
   SubscriberConfig good = sub_cfg(pub.endpoint());

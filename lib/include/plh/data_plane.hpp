@@ -26,6 +26,7 @@
 #include <string>
 #include <string_view>
 
+#include "plh/curve.hpp"
 #include "plh/wire.hpp"
 
 namespace plh {
@@ -38,13 +39,6 @@ using WakeFds = std::array<int, 2>;
 // "pubsub" | "pipeline"; UsageError otherwise.
 Pattern parse_pattern(std::string_view text);
 std::string_view pattern_name(Pattern p);
-
-// A CURVE keypair in Z85 (40 characters each).
-struct CurveKeypair {
-  std::string public_key;
-  std::string secret_key;
-  static CurveKeypair generate();  // zmq_curve_keypair; throws Error when CURVE is unavailable
-};
 
 struct PublisherConfig {
   std::string bind = "tcp://127.0.0.1:0";
