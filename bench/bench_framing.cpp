@@ -1,0 +1,107 @@
+// Framing throughput: 1,000,000 lines of 42 bytes read by FrameReader and written by
+// FrameWriter to /dev/null, from a file and through a pipe fed by a thread.
+//   bench_framing [LINES]
+// Prints one line per case: name, lines, seconds, lines/s, MB/s.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "plh/framing.hpp"
+
+namespace {
+
+std::string make_input(std::size_t lines) {
+  std::string s;
+  s.reserve(lines * 43);
+  char line[64];
+  for (std::size_t i = 0; i < lines; ++i) {
+    std::snprintf(line, sizeof line, "%012zu temperature=21.5 sensor=lab-", i);
+    std::string l(line);
+    l.resize(42, 'x');
+    s += l;
+    s += '\n';
+  }
+  return s;
+}
+
+void report(const char* name, std::size_t lines, std::size_t bytes, std::chrono::steady_clock::duration d) {
+  const double sec = std::chrono::duration<double>(d).count();
+  std::printf("%-28s %9zu lines %8.3f s %12.0f lines/s %8.1f MB/s\n", name, lines, sec, lines / sec,
+              bytes / sec / 1e6);
+}
+
+std::size_t pump(int in, plh::Format in_fmt, int out, plh::Format out_fmt) {
+  plh::FrameReader reader(in, in_fmt);
+  plh::FrameWriter writer(out, out_fmt, false);
+  plh::MessageMeta meta;
+  meta.channel = "bench.lines";
+  std::size_t n = 0;
+  while (auto m = reader.next()) {
+    meta.seq = ++n;
+    writer.write(*m, meta);
+  }
+  writer.flush();
+  return n;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::size_t lines = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1000000;
+  const std::string input = make_input(lines);
+  char path[] = "/tmp/plh-bench-framing-XXXXXX";
+  const int tmp = ::mkstemp(path);
+  if (tmp < 0 || ::write(tmp, input.data(), input.size()) != static_cast<ssize_t>(input.size())) return 1;
+  ::close(tmp);
+  const int devnull = ::open("/dev/null", O_WRONLY);
+
+  struct Case {
+    const char* name;
+    plh::Format out;
+    bool pipe;
+  };
+  for (const Case c : {Case{"file  line -> line", plh::Format::line, false},
+                       Case{"pipe  line -> line", plh::Format::line, true},
+                       Case{"pipe  line -> len", plh::Format::len, true},
+                       Case{"pipe  line -> json", plh::Format::json, true}}) {
+    int in = -1;
+    std::thread feeder;
+    int fds[2] = {-1, -1};
+    if (c.pipe) {
+      if (::pipe(fds) != 0) return 1;
+      in = fds[0];
+    } else {
+      in = ::open(path, O_RDONLY);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    if (c.pipe) {
+      feeder = std::thread([&] {
+        const char* p = input.data();
+        std::size_t left = input.size();
+        while (left > 0) {
+          const ssize_t w = ::write(fds[1], p, left);
+          if (w <= 0) break;
+          p += w;
+          left -= static_cast<std::size_t>(w);
+        }
+        ::close(fds[1]);
+      });
+    }
+    const std::size_t n = pump(in, plh::Format::line, devnull, c.out);
+    const auto t1 = std::chrono::steady_clock::now();
+    if (feeder.joinable()) feeder.join();
+    ::close(in);
+    if (n != lines) {
+      std::fprintf(stderr, "bench_framing: %s: expected %zu lines, got %zu\n", c.name, lines, n);
+      return 1;
+    }
+    report(c.name, n, input.size(), t1 - t0);
+  }
+  ::unlink(path);
+  return 0;
+}
