@@ -106,7 +106,7 @@ TEST_CASE("shm latest: two racing slow readers see increasing seqs, intact paylo
   CHECK(info.write_seq == 500);
 }
 
-TEST_CASE("shm sequential: a slow reader gets all 100 slots in order; the writer waited", "[shm][e2e]") {
+TEST_CASE("shm sequential: a slow reader gets all 100 slots in order, the writer waited", "[shm][e2e]") {
   TestSegment seg;
   TempDir dir;
   REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "8", "--slot-size", "20000"}).code == 0);
@@ -148,7 +148,7 @@ TEST_CASE("shm sync: three readers each get every slot in order", "[shm][e2e]") 
   CHECK(writer.wait(10s).code == 0);
 }
 
-TEST_CASE("shm: a writer killed with SIGKILL ends its readers with exit 1; a new writer continues", "[shm][e2e]") {
+TEST_CASE("shm: a writer killed with SIGKILL ends its readers with exit 1, a new writer continues", "[shm][e2e]") {
   TestSegment seg;
   REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "8", "--slot-size", "64", "--policy", "sync"}).code == 0);
   std::vector<Child> readers;
@@ -275,7 +275,7 @@ TEST_CASE("shm: write | read pipeline is byte-identical, in every framing", "[sh
   }
 }
 
-TEST_CASE("shm: read -f json shows slot metadata; --from latest; -n; -W", "[shm][e2e]") {
+TEST_CASE("shm: read -f json shows slot metadata, --from latest, -n, -W", "[shm][e2e]") {
   TestSegment seg;
   REQUIRE(plh::test::run({kShm, "write", seg.name, "--create", "--policy", "latest", "--slots", "4", "--slot-size",
                           "128", "--type-hash", "0x10", "--dims", "640,480,3", "--no-batch"},

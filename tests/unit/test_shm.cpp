@@ -107,7 +107,7 @@ TEST_CASE("bad names and impossible geometry are usage errors", "[shm]") {
   CHECK(code_of([] { shm::Reader r("shmu.never" + plh::test::unique_suffix(), {}); }) == 4);
 }
 
-TEST_CASE("slots carry payload and metadata; checksums verify", "[shm]") {
+TEST_CASE("slots carry payload and metadata, checksums verify", "[shm]") {
   for (auto c : {shm::Checksum::none, shm::Checksum::xxh3, shm::Checksum::blake2b}) {
     INFO(shm::checksum_name(c));
     TestSegment seg;
@@ -272,7 +272,7 @@ TEST_CASE("sync: 20 readers each get every slot in order", "[shm]") {
   for (int k = 0; k < kReaders; ++k) CHECK(good[static_cast<std::size_t>(k)] == kSlots);
 }
 
-TEST_CASE("a restarted writer continues the sequence; a second live writer is refused", "[shm]") {
+TEST_CASE("a restarted writer continues the sequence, a second live writer is refused", "[shm]") {
   TestSegment seg;
   {
     shm::Writer w(seg.name, writer_opts(8, 16, shm::Policy::latest));
