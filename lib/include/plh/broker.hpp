@@ -1,0 +1,55 @@
+#pragma once
+// plh::Broker: the discovery and liveness broker as a class. The plh-broker binary is
+// a thin main over it; tests run it in-process on tcp://127.0.0.1:0.
+//
+// One thread runs run(): a zmq_poll loop over the ROUTER socket, the ZAP socket (when
+// an allow-list is configured), a stop eventfd, and a timer for the heartbeat sweep.
+// Malformed messages get an ERROR reply or are dropped (and logged, rate-limited); they
+// never stop the loop. Frames larger than protocol::kMaxInboundMessage make libzmq drop
+// the connection.
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace plh {
+
+struct BrokerConfig {
+  std::string endpoint = "tcp://127.0.0.1:5555";        // port 0 = ephemeral
+  std::optional<std::string> curve_secret_key;          // Z85; enables CURVE
+  std::optional<std::vector<std::string>> allowed_keys; // Z85 client public keys (ZAP); nullopt = any
+  std::optional<std::string> admin_token;               // CLOSE_REQ must carry it
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds heartbeat_timeout{5000};
+  bool check_local_pids = true;  // detect dead same-host PIDs before the timeout
+};
+
+class Broker {
+ public:
+  // Creates the sockets and binds. Throws UsageError for a malformed endpoint or key,
+  // Error(failure) when the bind fails (e.g. address in use).
+  explicit Broker(BrokerConfig config);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // The endpoint actually bound (port 0 resolved).
+  const std::string& endpoint() const;
+  // Z85 public key when CURVE is on.
+  const std::optional<std::string>& public_key() const;
+  // {"endpoint":...,"public_key":...|null,"pid":...} (no newline).
+  std::string ready_line() const;
+
+  // Serves until stop() is called or `extra_stop_fd` (e.g. plh::stop_fd()) is readable.
+  // Call from one thread only.
+  void run(int extra_stop_fd = -1);
+  // Thread-safe and async-signal-safe: makes run() return soon.
+  void stop() noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace plh

@@ -1,0 +1,112 @@
+#pragma once
+// BrokerClient: the one way every plh tool talks to plh-broker.
+//
+// A DEALER socket owned by a background thread. Requests from any thread are handed to
+// that thread, correlated by "corr", and waited for with a timeout. The thread also
+// sends heartbeats (with metrics counters) for everything registered through this
+// client, delivers notifications to the callback, and re-registers everything after a
+// reconnect or when the broker answers a heartbeat with NOT_REGISTERED (the broker
+// keeps no state on disk, so a restarted broker learns its channels again this way).
+//
+// Errors (all plh::Error, carrying the SPEC exit code):
+//   UnreachableError (5)  no reply within the timeout
+//   RefusedError (6)      CURVE handshake refused (wrong broker key, client key not
+//                         allowed, mechanism mismatch; the message says which),
+//                         SCHEMA_MISMATCH, UNAUTHORIZED
+//   NotFoundError (4)     CHANNEL_NOT_FOUND
+//   BrokerErrorReply (1)  other ERROR replies (error_code() tells which)
+//   Error (1)             a malformed reply (validated before use, never trusted)
+//
+// CURVE: when server_key is set the connection is encrypted. The client keypair is
+// PLH_CLIENT_KEY=@PATH (a secret key file written by `plh-ctl keygen`, or its prefix),
+// else an ephemeral keypair made for this connection.
+//
+// Thread safety: all public members may be called from any thread, concurrently.
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace plh {
+
+struct BrokerClientConfig {
+  std::string endpoint;                   // e.g. from cli::resolve_broker_endpoint
+  std::optional<std::string> server_key;  // Z85 broker public key -> CURVE
+  std::chrono::milliseconds timeout{2000};  // per request
+};
+
+// Counters a producer/consumer updates on its hot path; heartbeats carry them.
+struct ChannelMetrics {
+  std::atomic<std::uint64_t> messages{0}, bytes{0}, gaps{0};
+};
+
+struct ChannelRegistration {
+  std::string channel, transport = "zmq", pattern = "pubsub", endpoint, shm_name;
+  std::uint64_t schema_hash = 0;
+  std::string schema_version;
+  nlohmann::json metadata = nlohmann::json::object();
+  std::optional<std::string> pubkey;  // producer's CURVE public key for the data plane
+};
+
+class BrokerClient {
+ public:
+  // Connects (asynchronously: an absent broker shows up as UnreachableError on the first
+  // request) and starts the background thread. Throws UsageError for a bad
+  // PLH_CLIENT_KEY, Error for a malformed endpoint.
+  explicit BrokerClient(BrokerClientConfig cfg);
+  // Deregisters what it registered (best effort, short timeout, only while connected)
+  // and stops the thread.
+  ~BrokerClient();
+  BrokerClient(const BrokerClient&) = delete;
+  BrokerClient& operator=(const BrokerClient&) = delete;
+
+  // Any request with a reply ("X_REQ" -> "X_ACK"); returns the validated ACK body
+  // (a JSON object with "status":"ok"). Adds "corr" to the body.
+  nlohmann::json request(const std::string& type, nlohmann::json body);
+
+  // Producer: REG_REQ (producer_pid/hostname filled in). Remembered and re-sent after a
+  // broker restart; heartbeats (role producer) at the interval from REG_ACK, carrying
+  // `metrics` when given.
+  nlohmann::json register_channel(const ChannelRegistration& reg, std::shared_ptr<ChannelMetrics> metrics = nullptr);
+  // DEREG_REQ; forgets the registration. A channel already gone is not an error.
+  void deregister_channel(const std::string& channel);
+  // DISC_ACK body, validated: channel, transport, pattern, endpoint, shm_name,
+  // schema_hash, schema_version, pubkey, metadata, producer_pid, producer_hostname,
+  // consumer_count, heartbeat_interval_ms.
+  nlohmann::json discover(const std::string& channel);
+  // Consumer: CONSUMER_REG_REQ (+ heartbeats role consumer), remembered for
+  // re-registration. The ACK carries the DISC_ACK fields.
+  nlohmann::json register_consumer(const std::string& channel, std::optional<std::uint64_t> expected_schema_hash = {},
+                                   std::shared_ptr<ChannelMetrics> metrics = nullptr);
+  // CONSUMER_DEREG_REQ; forgets the registration. A channel already gone is not an error.
+  void deregister_consumer(const std::string& channel);
+
+  // Notifications: CHANNEL_CLOSING_NOTIFY, CONSUMER_DIED_NOTIFY, CHANNEL_ERROR_NOTIFY,
+  // CONSUMER_JOINED_NOTIFY, CONSUMER_LEFT_NOTIFY, forwarded CHECKSUM_ERROR_REPORT.
+  // Called on the background thread: keep it short and thread-safe. After a
+  // CHANNEL_CLOSING_NOTIFY the client forgets that channel (no re-registration).
+  void on_notification(std::function<void(const std::string& type, const nlohmann::json& body)> cb);
+
+  // Fire-and-forget message (e.g. CHECKSUM_ERROR_REPORT). No reply is awaited.
+  void send(const std::string& type, nlohmann::json body);
+
+  // True while the connection to the broker is up (handshake done).
+  bool connected() const noexcept;
+  const std::string& endpoint() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Schema hash of "ID[@VERSION]" as given to --schema: XXH3-64 of the whole text, so a
+// different version is a different schema. Never 0 for a non-empty id (0 = no schema).
+std::uint64_t schema_hash(std::string_view id);
+
+}  // namespace plh

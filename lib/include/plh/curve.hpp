@@ -1,0 +1,47 @@
+#pragma once
+// CurveZMQ key material: generation, the key files written by `plh-ctl keygen`, and the
+// allow-list read by `plh-broker --allow-keys`.
+//
+// Key files (all text, Z85, 40 characters per key):
+//   PREFIX.pub  one line: the public key.
+//   PREFIX.key  mode 0600; first line the secret key, second line the public key.
+// A file may carry comments (lines starting with '#') and blank lines.
+// All functions throw plh::Error (exit 1) or UsageError with a message naming the file.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace plh {
+
+struct CurveKeypair {
+  std::string public_key;  // Z85, 40 chars
+  std::string secret_key;  // Z85, 40 chars
+};
+
+// True when `key` is a 40-character Z85 string that decodes to 32 bytes.
+bool is_z85_key(std::string_view key);
+
+CurveKeypair generate_curve_keypair();
+// Derives the public key from a Z85 secret key (UsageError when malformed).
+std::string curve_public_key(const std::string& secret_key);
+
+// Writes PREFIX.key (0600) and PREFIX.pub. Refuses to replace existing files unless
+// `overwrite`. Returns the two paths written.
+std::vector<std::string> write_curve_keypair(const std::string& prefix, const CurveKeypair& kp, bool overwrite);
+
+// Reads a secret key file (PREFIX.key). Accepts the path itself or the prefix.
+CurveKeypair read_curve_secret_file(const std::string& path);
+
+// Reads an allow-list: one Z85 public key per line; '#' comments and blank lines are
+// skipped; a malformed line is an error naming the line number.
+std::vector<std::string> read_allowed_keys(const std::string& path);
+
+// The first line of a token file, surrounding whitespace removed (UsageError if empty).
+std::string read_token_file(const std::string& path);
+
+// The client keypair for CURVE connections: PLH_CLIENT_KEY=@PATH (a secret key file
+// from `plh-ctl keygen`, or its prefix) when set, else a fresh ephemeral keypair.
+CurveKeypair client_keypair_from_env();
+
+}  // namespace plh

@@ -1,0 +1,310 @@
+#include "plh/broker.hpp"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <unordered_set>
+
+#include "plh/channel_registry.hpp"
+#include "plh/curve.hpp"
+#include "plh/error.hpp"
+#include "plh/protocol.hpp"
+#include "plh/text.hpp"
+#include "plh/version.hpp"
+
+namespace plh {
+
+namespace {
+
+bool pid_alive(std::int64_t pid) {
+  if (pid <= 0 || pid > 0x7fffffff) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
+}
+
+std::string zerr() { return zmq_strerror(zmq_errno()); }
+
+// At most a few warnings per second about bad input; the rest are counted and summed up.
+class WarnLimiter {
+ public:
+  template <class... Args>
+  void warn(SteadyTime now, spdlog::format_string_t<Args...> fmt, Args&&... args) {
+    roll(now);
+    if (++in_window_ <= 5)
+      spdlog::warn(fmt, std::forward<Args>(args)...);
+    else
+      ++suppressed_;
+  }
+  void roll(SteadyTime now) {
+    if (now - window_start_ < std::chrono::seconds(1)) return;
+    if (suppressed_ > 0) spdlog::warn("{} more malformed messages in the last second (not logged)", suppressed_);
+    window_start_ = now;
+    in_window_ = 0;
+    suppressed_ = 0;
+  }
+
+ private:
+  SteadyTime window_start_{};
+  std::uint64_t in_window_ = 0, suppressed_ = 0;
+};
+
+}  // namespace
+
+struct Broker::Impl {
+  BrokerConfig config;
+  void* ctx = nullptr;
+  void* router = nullptr;
+  void* zap = nullptr;
+  int wake_fd = -1;
+  std::string bound;
+  std::optional<std::string> pubkey;
+  std::unordered_set<std::string> allowed;
+  std::unique_ptr<ChannelRegistry> registry;
+  WarnLimiter limiter;
+
+  ~Impl() {
+    if (zap) zmq_close(zap);
+    if (router) zmq_close(router);
+    if (ctx) zmq_ctx_term(ctx);
+    if (wake_fd >= 0) ::close(wake_fd);
+  }
+
+  void setup() {
+    wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0) throw Error(ExitCode::failure, "eventfd: " + errno_text(errno));
+    ctx = zmq_ctx_new();
+    if (!ctx) throw Error(ExitCode::failure, "cannot create a ZeroMQ context: " + zerr());
+    zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
+
+    if (config.allowed_keys) {
+      if (!config.curve_secret_key) throw UsageError("--allow-keys needs --curve-secret-file");
+      for (const auto& k : *config.allowed_keys) allowed.insert(k);
+      zap = zmq_socket(ctx, ZMQ_REP);
+      int linger = 0;
+      zmq_setsockopt(zap, ZMQ_LINGER, &linger, sizeof linger);
+      if (zmq_bind(zap, "inproc://zeromq.zap.01") != 0)
+        throw Error(ExitCode::failure, "cannot bind the ZAP handler: " + zerr());
+    }
+
+    router = zmq_socket(ctx, ZMQ_ROUTER);
+    if (!router) throw Error(ExitCode::failure, "cannot create the ROUTER socket: " + zerr());
+    int linger = 0, zero = 0;
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &zero, sizeof zero);  // unroutable replies are dropped
+    const std::int64_t max_size = protocol::kMaxInboundMessage;
+    zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &max_size, sizeof max_size);
+    int handshake_ms = 5000;
+    zmq_setsockopt(router, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof handshake_ms);
+    int hwm = 10000;
+    zmq_setsockopt(router, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(router, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (config.curve_secret_key) {
+      if (!is_z85_key(*config.curve_secret_key)) throw UsageError("CURVE secret key is not a 40-character Z85 key");
+      pubkey = curve_public_key(*config.curve_secret_key);
+      int one = 1;
+      zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one);
+      zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, config.curve_secret_key->c_str(), 40);
+      if (zap) zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "plh", 3);
+    }
+    if (zmq_bind(router, config.endpoint.c_str()) != 0) {
+      const int err = zmq_errno();
+      const std::string why = zmq_strerror(err);
+      if (err == EINVAL || err == EPROTONOSUPPORT || err == ENOCOMPATPROTO)
+        throw UsageError("invalid broker endpoint '" + config.endpoint + "': " + why);
+      throw Error(ExitCode::failure, "cannot bind " + config.endpoint + ": " + why);
+    }
+    char buf[512] = {};
+    std::size_t len = sizeof buf;
+    zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, buf, &len);
+    bound = buf;
+
+    RegistryConfig rc;
+    rc.heartbeat_interval = config.heartbeat_interval;
+    rc.heartbeat_timeout = config.heartbeat_timeout;
+    rc.hostname = hostname();
+    rc.admin_token = config.admin_token;
+    if (config.check_local_pids) rc.local_pid_alive = pid_alive;
+    int major = 0, minor = 0, patch = 0;
+    zmq_version(&major, &minor, &patch);
+    rc.broker_info = {{"version", PLH_VERSION_STRING},
+                      {"libzmq", std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch)},
+                      {"pid", ::getpid()},
+                      {"endpoint", bound},
+                      {"curve", pubkey.has_value()},
+                      {"admin_token_required", config.admin_token.has_value()}};
+    registry = std::make_unique<ChannelRegistry>(std::move(rc));
+  }
+
+  void send_all(std::vector<Outbound>& out) {
+    for (const auto& m : out) {
+      if (m.identity.empty()) continue;
+      if (zmq_send(router, m.identity.data(), m.identity.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) continue;
+      zmq_send(router, m.type.data(), m.type.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+      zmq_send(router, m.body.data(), m.body.size(), ZMQ_DONTWAIT);
+    }
+    out.clear();
+  }
+
+  // Reads one whole multipart message; handles it. Returns false when nothing was waiting.
+  bool serve_one(std::vector<Outbound>& out, SteadyTime now) {
+    zmq_msg_t parts[3];
+    for (auto& p : parts) zmq_msg_init(&p);
+    int count = 0;
+    bool more = true;
+    while (more) {
+      zmq_msg_t* dst = &parts[std::min(count, 2)];
+      if (count >= 3) {  // extra frames: keep counting, keep nothing
+        zmq_msg_close(dst);
+        zmq_msg_init(dst);
+      }
+      const int rc = zmq_msg_recv(dst, router, count == 0 ? ZMQ_DONTWAIT : 0);
+      if (rc < 0) {
+        for (auto& p : parts) zmq_msg_close(&p);
+        return false;  // EAGAIN (nothing waiting) or interrupted
+      }
+      ++count;
+      more = zmq_msg_more(dst) != 0;
+    }
+    const std::string_view id(static_cast<const char*>(zmq_msg_data(&parts[0])), zmq_msg_size(&parts[0]));
+    if (count != 3) {
+      limiter.warn(now, "dropped a message with {} frames (expected type and body)", count - 1);
+      registry->reject(id, protocol::kInvalidRequest,
+                       "a message must have exactly two frames (type, JSON body), got " + std::to_string(count - 1), out);
+    } else {
+      const std::string_view type(static_cast<const char*>(zmq_msg_data(&parts[1])), zmq_msg_size(&parts[1]));
+      const std::string_view body(static_cast<const char*>(zmq_msg_data(&parts[2])), zmq_msg_size(&parts[2]));
+      const std::size_t before = out.size();
+      registry->handle(id, type, body, now, out);
+      if (out.size() > before && out[before].type == protocol::kError && spdlog::should_log(spdlog::level::warn)) {
+        // First entry for this request is its reply.
+        auto j = nlohmann::json::parse(out[before].body, nullptr, false);
+        const std::string msg = j.is_object() && j.contains("message") && j["message"].is_string()
+                                    ? j["message"].get<std::string>()
+                                    : std::string("?");
+        const std::string code = j.is_object() && j.contains("error_code") && j["error_code"].is_string()
+                                     ? j["error_code"].get<std::string>()
+                                     : std::string("?");
+        if (code == protocol::kInvalidRequest || code == protocol::kUnknownMsgType)
+          limiter.warn(now, "rejected a request: {}: {}", code, msg);
+        else
+          spdlog::debug("request refused: {}: {}", code, msg);
+      }
+    }
+    for (auto& p : parts) zmq_msg_close(&p);
+    return true;
+  }
+
+  void serve_zap() {
+    std::vector<std::string> frames;
+    int more = 1;
+    while (more) {
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, zap, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        if (frames.empty()) return;
+        break;
+      }
+      if (frames.size() < 16) frames.emplace_back(static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
+      more = zmq_msg_more(&m);
+      zmq_msg_close(&m);
+    }
+    std::string status = "400", text = "client key not allowed";
+    if (frames.size() >= 7 && frames[5] == "CURVE" && frames[6].size() == 32) {
+      char z85[41] = {};
+      zmq_z85_encode(z85, reinterpret_cast<const std::uint8_t*>(frames[6].data()), 32);
+      if (allowed.count(z85)) {
+        status = "200";
+        text = "OK";
+      } else {
+        spdlog::warn("refused a client with public key {} from {} (not in --allow-keys)", z85, frames[3]);
+      }
+    } else if (frames.size() >= 6) {
+      text = "CURVE required";
+    }
+    const std::string version = "1.0";
+    const std::string request_id = frames.size() > 1 ? frames[1] : std::string();
+    zmq_send(zap, version.data(), version.size(), ZMQ_SNDMORE);
+    zmq_send(zap, request_id.data(), request_id.size(), ZMQ_SNDMORE);
+    zmq_send(zap, status.data(), status.size(), ZMQ_SNDMORE);
+    zmq_send(zap, text.data(), text.size(), ZMQ_SNDMORE);
+    zmq_send(zap, "", 0, ZMQ_SNDMORE);
+    zmq_send(zap, "", 0, 0);
+  }
+
+  void run(int extra_stop_fd) {
+    using namespace std::chrono;
+    const auto sweep_period = std::clamp<milliseconds>(config.heartbeat_timeout / 10, 10ms, 250ms);
+    auto next_sweep = steady_clock::now() + sweep_period;
+    std::vector<Outbound> out;
+    out.reserve(256);
+    spdlog::info("serving on {}{}", bound, pubkey ? " (CURVE)" : "");
+    for (;;) {
+      zmq_pollitem_t items[4];
+      int n = 0;
+      items[n++] = {router, 0, ZMQ_POLLIN, 0};
+      items[n++] = {nullptr, wake_fd, ZMQ_POLLIN, 0};
+      const int zap_index = zap ? n : -1;
+      if (zap) items[n++] = {zap, 0, ZMQ_POLLIN, 0};
+      if (extra_stop_fd >= 0) items[n++] = {nullptr, extra_stop_fd, ZMQ_POLLIN, 0};
+      const auto now0 = steady_clock::now();
+      const long wait_ms =
+          std::max<long>(0, static_cast<long>(duration_cast<milliseconds>(next_sweep - now0).count()) + 1);
+      const int rc = zmq_poll(items, n, wait_ms);
+      if (rc < 0 && zmq_errno() != EINTR) throw Error(ExitCode::failure, "zmq_poll: " + zerr());
+      if (rc > 0) {
+        if (items[1].revents & ZMQ_POLLIN) break;
+        if (extra_stop_fd >= 0 && (items[n - 1].revents & ZMQ_POLLIN)) break;
+        if (zap_index >= 0 && (items[zap_index].revents & ZMQ_POLLIN)) serve_zap();
+        if (items[0].revents & ZMQ_POLLIN) {
+          const auto now = steady_clock::now();
+          // Drain a batch; replies are sent after each message so latency stays low.
+          for (int i = 0; i < 4096 && serve_one(out, now); ++i) send_all(out);
+          send_all(out);
+        }
+      }
+      const auto now = steady_clock::now();
+      if (now >= next_sweep) {
+        registry->sweep(now, out);
+        send_all(out);
+        limiter.roll(now);
+        next_sweep = now + sweep_period;
+      }
+    }
+    spdlog::info("stopping");
+  }
+};
+
+Broker::Broker(BrokerConfig config) : impl_(std::make_unique<Impl>()) {
+  impl_->config = std::move(config);
+  impl_->setup();
+}
+
+Broker::~Broker() = default;
+
+const std::string& Broker::endpoint() const { return impl_->bound; }
+const std::optional<std::string>& Broker::public_key() const { return impl_->pubkey; }
+
+std::string Broker::ready_line() const {
+  nlohmann::ordered_json j = {
+      {"endpoint", impl_->bound},
+      {"public_key", impl_->pubkey ? nlohmann::ordered_json(*impl_->pubkey) : nlohmann::ordered_json(nullptr)},
+      {"pid", ::getpid()}};
+  return j.dump();
+}
+
+void Broker::run(int extra_stop_fd) { impl_->run(extra_stop_fd); }
+
+void Broker::stop() noexcept {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(impl_->wake_fd, &one, sizeof one);
+}
+
+}  // namespace plh

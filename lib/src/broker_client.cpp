@@ -1,0 +1,654 @@
+#include "plh/broker_client.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "plh/curve.hpp"
+#include "plh/error.hpp"
+#include "plh/protocol.hpp"
+#include "plh/text.hpp"
+
+namespace plh {
+
+using nlohmann::json;
+namespace p = protocol;
+using namespace std::chrono;
+
+namespace {
+
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 40)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  return out;
+}
+
+std::string seconds_text(milliseconds ms) {
+  if (ms.count() % 1000 == 0) return std::to_string(ms.count() / 1000) + "s";
+  return std::to_string(ms.count()) + "ms";
+}
+
+void check_field(const json& b, const char* reply, const char* key, bool (json::*is)() const noexcept) {
+  auto it = b.find(key);
+  if (it == b.end() || !((*it).*is)())
+    throw Error(ExitCode::failure, std::string("malformed ") + reply + " from the broker: field '" + key +
+                                       "' missing or of the wrong type");
+}
+
+// DISC_ACK and CONSUMER_REG_ACK carry what is needed to attach; check it before use.
+void validate_attach_info(const json& b, const char* reply) {
+  check_field(b, reply, "channel", &json::is_string);
+  check_field(b, reply, "transport", &json::is_string);
+  check_field(b, reply, "pattern", &json::is_string);
+  check_field(b, reply, "endpoint", &json::is_string);
+  check_field(b, reply, "shm_name", &json::is_string);
+  check_field(b, reply, "schema_hash", &json::is_number_unsigned);
+  check_field(b, reply, "consumer_count", &json::is_number_unsigned);
+  check_field(b, reply, "producer_pid", &json::is_number_integer);
+  if (auto it = b.find("pubkey"); it != b.end() && !it->is_null() && !it->is_string())
+    throw Error(ExitCode::failure, std::string("malformed ") + reply + " from the broker: field 'pubkey'");
+}
+
+}  // namespace
+
+struct BrokerClient::Impl {
+  struct Pending {
+    bool done = false;
+    std::string type;
+    json body;
+    std::string refused;  // handshake failure reason
+  };
+  struct ProducerState {
+    ChannelRegistration reg;
+    std::shared_ptr<ChannelMetrics> metrics;
+    bool warned = false;
+  };
+  struct ConsumerState {
+    std::optional<std::uint64_t> expected;
+    std::shared_ptr<ChannelMetrics> metrics;
+    bool warned = false;
+  };
+
+  BrokerClientConfig cfg;
+  void* ctx = nullptr;
+  void* dealer = nullptr;
+  void* monitor = nullptr;
+  int wake_fd = -1;
+  std::thread thread;
+  const std::int64_t pid = ::getpid();
+  const std::string host = hostname();
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::pair<std::string, std::string>> outbox;  // guarded by mu
+  std::unordered_map<std::string, std::shared_ptr<Pending>> pending;  // guarded by mu
+  std::map<std::string, ProducerState> producers;  // guarded by mu
+  std::map<std::string, ConsumerState> consumers;  // guarded by mu
+  std::function<void(const std::string&, const json&)> callback;  // guarded by mu
+  std::string auth_failure;  // guarded by mu; last handshake failure since the last success
+  milliseconds hb_interval{500};  // guarded by mu
+  std::uint64_t next_corr = 0;  // guarded by mu
+
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> is_connected{false};
+  // Background thread only:
+  bool ever_connected = false;
+  bool handshake_pending = false;  // a TCP connection is up but its handshake is not done
+  steady_clock::time_point next_hb = steady_clock::now();
+
+  ~Impl() {
+    if (monitor) zmq_close(monitor);
+    if (dealer) zmq_close(dealer);
+    if (ctx) zmq_ctx_term(ctx);
+    if (wake_fd >= 0) ::close(wake_fd);
+  }
+
+  void setup() {
+    wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0) throw Error(ExitCode::failure, "eventfd: " + errno_text(errno));
+    ctx = zmq_ctx_new();
+    if (!ctx) throw Error(ExitCode::failure, std::string("cannot create a ZeroMQ context: ") + zmq_strerror(zmq_errno()));
+    zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
+    dealer = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0, ivl = 100, ivl_max = 500, handshake = 3000;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(dealer, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(dealer, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    zmq_setsockopt(dealer, ZMQ_HANDSHAKE_IVL, &handshake, sizeof handshake);
+    if (cfg.server_key) {
+      if (!is_z85_key(*cfg.server_key)) throw UsageError("broker key must be a 40-character Z85 string");
+      const CurveKeypair kp = client_keypair_from_env();
+      zmq_setsockopt(dealer, ZMQ_CURVE_SERVERKEY, cfg.server_key->c_str(), 40);
+      zmq_setsockopt(dealer, ZMQ_CURVE_PUBLICKEY, kp.public_key.c_str(), 40);
+      zmq_setsockopt(dealer, ZMQ_CURVE_SECRETKEY, kp.secret_key.c_str(), 40);
+    }
+    const std::string mon_ep = "inproc://plh-broker-client-monitor";
+    if (zmq_socket_monitor(dealer, mon_ep.c_str(),
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0)
+      throw Error(ExitCode::failure, std::string("zmq_socket_monitor: ") + zmq_strerror(zmq_errno()));
+    monitor = zmq_socket(ctx, ZMQ_PAIR);
+    zmq_setsockopt(monitor, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(monitor, mon_ep.c_str()) != 0)
+      throw Error(ExitCode::failure, std::string("monitor connect: ") + zmq_strerror(zmq_errno()));
+    if (zmq_connect(dealer, cfg.endpoint.c_str()) != 0)
+      throw UsageError("invalid broker endpoint '" + cfg.endpoint + "': " + zmq_strerror(zmq_errno()));
+  }
+
+  void wake() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd, &one, sizeof one);
+  }
+
+  void enqueue(std::string type, std::string body) {
+    {
+      std::lock_guard lk(mu);
+      outbox.emplace_back(std::move(type), std::move(body));
+    }
+    wake();
+  }
+
+  // ---- background thread ----
+
+  void send_frames(const std::string& type, const std::string& body) {
+    if (zmq_send(dealer, type.data(), type.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+      spdlog::debug("broker queue full; dropped a {}", type);
+      return;
+    }
+    zmq_send(dealer, body.data(), body.size(), 0);
+  }
+
+  void flush_outbox() {
+    std::deque<std::pair<std::string, std::string>> batch;
+    {
+      std::lock_guard lk(mu);
+      batch.swap(outbox);
+    }
+    for (const auto& [type, body] : batch) send_frames(type, body);
+  }
+
+  static json producer_body(const ChannelRegistration& r, std::int64_t pid, const std::string& host) {
+    json b = {{"channel", r.channel},       {"transport", r.transport},
+              {"pattern", r.pattern},       {"endpoint", r.endpoint},
+              {"shm_name", r.shm_name},     {"schema_hash", r.schema_hash},
+              {"schema_version", r.schema_version}, {"producer_pid", pid},
+              {"producer_hostname", host},  {"metadata", r.metadata.is_object() ? r.metadata : json::object()}};
+    if (r.pubkey) b["pubkey"] = *r.pubkey;
+    return b;
+  }
+
+  json consumer_body(const std::string& channel, const std::optional<std::uint64_t>& expected) const {
+    json b = {{"channel", channel}, {"consumer_pid", pid}, {"consumer_hostname", host}};
+    if (expected) b["expected_schema_hash"] = *expected;
+    return b;
+  }
+
+  // Called on the thread with mu held.
+  void reregister_producer_locked(const std::string& channel) {
+    auto it = producers.find(channel);
+    if (it == producers.end()) return;
+    json b = producer_body(it->second.reg, pid, host);
+    b["corr"] = "rr:p:" + channel;
+    outbox.emplace_back(std::string(p::kRegReq), b.dump());
+  }
+  void reregister_consumer_locked(const std::string& channel) {
+    auto it = consumers.find(channel);
+    if (it == consumers.end()) return;
+    json b = consumer_body(channel, it->second.expected);
+    b["corr"] = "rr:c:" + channel;
+    outbox.emplace_back(std::string(p::kConsumerRegReq), b.dump());
+  }
+
+  void reregister_all() {
+    std::lock_guard lk(mu);
+    for (const auto& [ch, st] : producers) reregister_producer_locked(ch);
+    for (const auto& [ch, st] : consumers) reregister_consumer_locked(ch);
+  }
+
+  void send_heartbeats() {
+    std::vector<std::string> bodies;
+    {
+      std::lock_guard lk(mu);
+      auto add = [&](const std::string& ch, const char* role, const std::shared_ptr<ChannelMetrics>& m) {
+        json b = {{"channel", ch}, {"role", role}, {"pid", pid}, {"hostname", host}};
+        if (m)
+          b["metrics"] = {{"messages", m->messages.load(std::memory_order_relaxed)},
+                          {"bytes", m->bytes.load(std::memory_order_relaxed)},
+                          {"gaps", m->gaps.load(std::memory_order_relaxed)}};
+        b["corr"] = std::string("hb:") + role[0] + ":" + ch;
+        bodies.push_back(b.dump());
+      };
+      for (const auto& [ch, st] : producers) add(ch, "producer", st.metrics);
+      for (const auto& [ch, st] : consumers) add(ch, "consumer", st.metrics);
+    }
+    for (const auto& b : bodies) send_frames(std::string(p::kHeartbeatReq), b);
+  }
+
+  void fail_pending_locked(const std::string& reason) {
+    for (auto& [corr, pend] : pending) {
+      pend->done = true;
+      pend->refused = reason;
+    }
+    pending.clear();
+    cv.notify_all();
+  }
+
+  void on_monitor_event() {
+    zmq_msg_t m1, m2;
+    zmq_msg_init(&m1);
+    zmq_msg_init(&m2);
+    if (zmq_msg_recv(&m1, monitor, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&m1);
+      zmq_msg_close(&m2);
+      return;
+    }
+    if (zmq_msg_more(&m1)) zmq_msg_recv(&m2, monitor, 0);
+    std::uint16_t event = 0;
+    std::uint32_t value = 0;
+    if (zmq_msg_size(&m1) >= 6) {
+      std::memcpy(&event, zmq_msg_data(&m1), 2);
+      std::memcpy(&value, static_cast<const char*>(zmq_msg_data(&m1)) + 2, 4);
+    }
+    zmq_msg_close(&m1);
+    zmq_msg_close(&m2);
+
+    std::string failure;
+    switch (event) {
+      case ZMQ_EVENT_CONNECTED:
+        handshake_pending = true;
+        break;
+      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: {
+        handshake_pending = false;
+        is_connected = true;
+        {
+          std::lock_guard lk(mu);
+          auth_failure.clear();
+        }
+        if (ever_connected) {
+          spdlog::info("reconnected to the broker at {}; registering again", cfg.endpoint);
+          reregister_all();
+          flush_outbox();
+        }
+        ever_connected = true;
+        next_hb = steady_clock::now();
+        break;
+      }
+      case ZMQ_EVENT_DISCONNECTED:
+        is_connected = false;
+        if (handshake_pending && cfg.server_key)
+          failure = "the broker at " + cfg.endpoint +
+                    " closed the connection during the CURVE handshake (wrong --broker-key?)";
+        handshake_pending = false;
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        handshake_pending = false;
+        failure = "the broker at " + cfg.endpoint + " refused this client's CURVE key (status " +
+                  std::to_string(value) + "; is it in the broker's --allow-keys list? see PLH_CLIENT_KEY)";
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        handshake_pending = false;
+        if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+          failure = cfg.server_key ? "the broker at " + cfg.endpoint + " does not use CURVE (drop --broker-key)"
+                                   : "the broker at " + cfg.endpoint +
+                                         " requires CURVE (pass --broker-key or set PLH_BROKER_KEY)";
+        else if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+          failure = "CURVE handshake with the broker at " + cfg.endpoint + " failed (wrong --broker-key?)";
+        else
+          failure = "handshake with the broker at " + cfg.endpoint + " failed (protocol error " +
+                    std::to_string(value) + ")";
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        handshake_pending = false;
+        failure = "handshake with the broker at " + cfg.endpoint + " failed" +
+                  (cfg.server_key ? " (wrong --broker-key, or the broker does not use CURVE?)"
+                                  : " (does the broker require CURVE? pass --broker-key or set PLH_BROKER_KEY)");
+        break;
+      default:
+        break;
+    }
+    if (!failure.empty()) {
+      spdlog::debug("{}", failure);
+      std::lock_guard lk(mu);
+      auth_failure = failure;
+      fail_pending_locked(failure);
+    }
+  }
+
+  void on_message() {
+    zmq_msg_t parts[2];
+    zmq_msg_init(&parts[0]);
+    zmq_msg_init(&parts[1]);
+    int count = 0;
+    bool more = true;
+    while (more) {
+      zmq_msg_t* dst = &parts[std::min(count, 1)];
+      if (count >= 2) {
+        zmq_msg_close(dst);
+        zmq_msg_init(dst);
+      }
+      if (zmq_msg_recv(dst, dealer, count == 0 ? ZMQ_DONTWAIT : 0) < 0) break;
+      ++count;
+      more = zmq_msg_more(dst) != 0;
+    }
+    std::string type, body_text;
+    if (count == 2) {
+      type.assign(static_cast<const char*>(zmq_msg_data(&parts[0])), zmq_msg_size(&parts[0]));
+      body_text.assign(static_cast<const char*>(zmq_msg_data(&parts[1])), zmq_msg_size(&parts[1]));
+    }
+    zmq_msg_close(&parts[0]);
+    zmq_msg_close(&parts[1]);
+    if (count == 0) return;
+    if (count != 2) {
+      spdlog::debug("ignored a message from the broker with {} frames", count);
+      return;
+    }
+    json body = json::parse(body_text, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+      spdlog::debug("ignored a {} from the broker whose body is not a JSON object", printable(type));
+      return;
+    }
+    auto corr_it = body.find("corr");
+    if (corr_it != body.end() && corr_it->is_string()) {
+      const std::string corr = corr_it->get<std::string>();
+      if (corr.rfind("hb:", 0) == 0 || corr.rfind("rr:", 0) == 0) {
+        on_internal_reply(corr, type, body);
+        return;
+      }
+      std::lock_guard lk(mu);
+      auto it = pending.find(corr);
+      if (it != pending.end()) {
+        it->second->done = true;
+        it->second->type = std::move(type);
+        it->second->body = std::move(body);
+        pending.erase(it);
+        cv.notify_all();
+      }
+      return;  // late reply to a request that timed out
+    }
+    on_notification(type, body);
+  }
+
+  void on_internal_reply(const std::string& corr, const std::string& type, const json& body) {
+    const bool producer = corr[3] == 'p';
+    const std::string channel = corr.substr(5);
+    std::string code;
+    if (type == p::kError) {
+      auto c = body.find("error_code");
+      if (c != body.end() && c->is_string()) code = c->get<std::string>();
+    }
+    std::lock_guard lk(mu);
+    if (corr[0] == 'h') {  // heartbeat answered: only errors come back
+      if (code == p::kNotRegistered) {
+        spdlog::debug("broker does not know {} {}; registering again", producer ? "channel" : "consumer of", channel);
+        if (producer)
+          reregister_producer_locked(channel);
+        else
+          reregister_consumer_locked(channel);
+        wake();
+      }
+      return;
+    }
+    // Re-registration reply.
+    bool* warned = nullptr;
+    if (producer) {
+      auto it = producers.find(channel);
+      if (it == producers.end()) return;
+      warned = &it->second.warned;
+    } else {
+      auto it = consumers.find(channel);
+      if (it == consumers.end()) return;
+      warned = &it->second.warned;
+    }
+    if (type == p::kError) {
+      auto m = body.find("message");
+      const std::string msg = (m != body.end() && m->is_string()) ? m->get<std::string>() : code;
+      if (!*warned) spdlog::warn("could not register {} again with the broker: {}", channel, printable(msg));
+      *warned = true;
+    } else {
+      if (*warned || spdlog::should_log(spdlog::level::info))
+        spdlog::info("registered {} again with the broker", channel);
+      *warned = false;
+      auto iv = body.find("heartbeat_interval_ms");
+      if (iv != body.end() && iv->is_number_unsigned() && iv->get<std::uint64_t>() > 0)
+        hb_interval = milliseconds(std::min<std::uint64_t>(iv->get<std::uint64_t>(), 60000));
+    }
+  }
+
+  void on_notification(const std::string& type, const json& body) {
+    std::function<void(const std::string&, const json&)> cb;
+    {
+      std::lock_guard lk(mu);
+      if (type == p::kChannelClosingNotify) {
+        auto ch = body.find("channel");
+        if (ch != body.end() && ch->is_string()) {
+          producers.erase(ch->get<std::string>());
+          consumers.erase(ch->get<std::string>());
+        }
+      }
+      cb = callback;
+    }
+    if (!cb) return;
+    try {
+      cb(type, body);
+    } catch (const std::exception& e) {
+      spdlog::warn("notification handler failed: {}", e.what());
+    }
+  }
+
+  void loop() {
+    while (!stopping.load()) {
+      bool have_regs;
+      milliseconds interval;
+      {
+        std::lock_guard lk(mu);
+        have_regs = !producers.empty() || !consumers.empty();
+        interval = hb_interval;
+      }
+      long timeout = 1000;
+      const auto now = steady_clock::now();
+      if (have_regs && is_connected) {
+        if (now >= next_hb) {
+          send_heartbeats();
+          next_hb = now + interval;
+        }
+        timeout = std::max<long>(1, static_cast<long>(duration_cast<milliseconds>(next_hb - now).count()) + 1);
+      }
+      zmq_pollitem_t items[3] = {{dealer, 0, ZMQ_POLLIN, 0}, {monitor, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
+      const int rc = zmq_poll(items, 3, timeout);
+      if (rc < 0) {
+        if (zmq_errno() == EINTR) continue;
+        if (zmq_errno() == ETERM) break;
+        spdlog::warn("broker client poll failed: {}", zmq_strerror(zmq_errno()));
+        continue;
+      }
+      if (items[2].revents & ZMQ_POLLIN) {
+        std::uint64_t v;
+        [[maybe_unused]] auto n = ::read(wake_fd, &v, sizeof v);
+      }
+      while (items[1].revents & ZMQ_POLLIN) {
+        on_monitor_event();
+        int ev = 0;
+        std::size_t len = sizeof ev;
+        zmq_getsockopt(monitor, ZMQ_EVENTS, &ev, &len);
+        if (!(ev & ZMQ_POLLIN)) break;
+      }
+      flush_outbox();
+      for (int i = 0; i < 1024; ++i) {
+        int ev = 0;
+        std::size_t len = sizeof ev;
+        zmq_getsockopt(dealer, ZMQ_EVENTS, &ev, &len);
+        if (!(ev & ZMQ_POLLIN)) break;
+        on_message();
+      }
+      flush_outbox();
+    }
+  }
+
+  // ---- caller side ----
+
+  json request(const std::string& type, json body) {
+    if (!body.is_object()) throw Error(ExitCode::failure, "request body must be a JSON object");
+    auto pend = std::make_shared<Pending>();
+    std::string corr;
+    {
+      std::lock_guard lk(mu);
+      corr = "c" + std::to_string(++next_corr);
+      body["corr"] = corr;
+      pending.emplace(corr, pend);
+      outbox.emplace_back(type, body.dump());
+    }
+    wake();
+    std::string refused;
+    {
+      std::unique_lock lk(mu);
+      if (!cv.wait_for(lk, cfg.timeout, [&] { return pend->done; })) {
+        pending.erase(corr);
+        refused = auth_failure;
+        lk.unlock();
+        if (!refused.empty()) throw RefusedError(refused);
+        throw UnreachableError("no reply from the broker at " + cfg.endpoint + " within " +
+                               seconds_text(cfg.timeout) + " (is plh-broker running?)");
+      }
+    }
+    if (!pend->refused.empty()) throw RefusedError(pend->refused);
+    if (pend->type == p::kError) p::throw_error_reply(type, pend->body);
+    const auto expected = p::ack_type_for(type);
+    if (!expected.empty() && pend->type != expected)
+      throw Error(ExitCode::failure, "unexpected reply '" + printable(pend->type) + "' to " + type);
+    auto st = pend->body.find("status");
+    if (st == pend->body.end() || !st->is_string() || st->get<std::string>() != "ok")
+      throw Error(ExitCode::failure, "malformed " + std::string(expected) + " from the broker: no \"status\":\"ok\"");
+    return std::move(pend->body);
+  }
+
+  void adopt_interval(const json& ack) {
+    auto iv = ack.find("heartbeat_interval_ms");
+    if (iv != ack.end() && iv->is_number_unsigned() && iv->get<std::uint64_t>() > 0) {
+      std::lock_guard lk(mu);
+      hb_interval = milliseconds(std::min<std::uint64_t>(iv->get<std::uint64_t>(), 60000));
+    }
+  }
+};
+
+BrokerClient::BrokerClient(BrokerClientConfig cfg) : impl_(std::make_unique<Impl>()) {
+  impl_->cfg = std::move(cfg);
+  impl_->setup();
+  impl_->thread = std::thread([this] { impl_->loop(); });
+}
+
+BrokerClient::~BrokerClient() {
+  std::vector<std::string> producers, consumers;
+  {
+    std::lock_guard lk(impl_->mu);
+    for (const auto& [ch, st] : impl_->producers) producers.push_back(ch);
+    for (const auto& [ch, st] : impl_->consumers) consumers.push_back(ch);
+  }
+  if (impl_->is_connected && (!producers.empty() || !consumers.empty())) {
+    impl_->cfg.timeout = std::min(impl_->cfg.timeout, milliseconds(500));
+    for (const auto& ch : consumers) try {
+        deregister_consumer(ch);
+      } catch (const std::exception& e) {
+        spdlog::debug("deregistering consumer of {}: {}", ch, e.what());
+      }
+    for (const auto& ch : producers) try {
+        deregister_channel(ch);
+      } catch (const std::exception& e) {
+        spdlog::debug("deregistering {}: {}", ch, e.what());
+      }
+  }
+  impl_->stopping = true;
+  impl_->wake();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+json BrokerClient::request(const std::string& type, json body) { return impl_->request(type, std::move(body)); }
+
+json BrokerClient::register_channel(const ChannelRegistration& reg, std::shared_ptr<ChannelMetrics> metrics) {
+  validate_channel_name(reg.channel);
+  json ack = impl_->request(std::string(p::kRegReq), Impl::producer_body(reg, impl_->pid, impl_->host));
+  impl_->adopt_interval(ack);
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->producers[reg.channel] = Impl::ProducerState{reg, std::move(metrics), false};
+  }
+  impl_->wake();
+  return ack;
+}
+
+void BrokerClient::deregister_channel(const std::string& channel) {
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->producers.erase(channel);
+  }
+  try {
+    impl_->request(std::string(p::kDeregReq), {{"channel", channel}, {"producer_pid", impl_->pid}});
+  } catch (const NotFoundError&) {
+  } catch (const BrokerErrorReply& e) {
+    if (e.error_code() != p::kNotRegistered) throw;
+  }
+}
+
+json BrokerClient::discover(const std::string& channel) {
+  validate_channel_name(channel);
+  json ack = impl_->request(std::string(p::kDiscReq), {{"channel", channel}});
+  validate_attach_info(ack, "DISC_ACK");
+  return ack;
+}
+
+json BrokerClient::register_consumer(const std::string& channel, std::optional<std::uint64_t> expected,
+                                     std::shared_ptr<ChannelMetrics> metrics) {
+  validate_channel_name(channel);
+  json ack = impl_->request(std::string(p::kConsumerRegReq), impl_->consumer_body(channel, expected));
+  validate_attach_info(ack, "CONSUMER_REG_ACK");
+  impl_->adopt_interval(ack);
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->consumers[channel] = Impl::ConsumerState{expected, std::move(metrics), false};
+  }
+  impl_->wake();
+  return ack;
+}
+
+void BrokerClient::deregister_consumer(const std::string& channel) {
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->consumers.erase(channel);
+  }
+  try {
+    impl_->request(std::string(p::kConsumerDeregReq),
+                   {{"channel", channel}, {"consumer_pid", impl_->pid}, {"consumer_hostname", impl_->host}});
+  } catch (const NotFoundError&) {
+  } catch (const BrokerErrorReply& e) {
+    if (e.error_code() != p::kNotRegistered) throw;
+  }
+}
+
+void BrokerClient::on_notification(std::function<void(const std::string&, const json&)> cb) {
+  std::lock_guard lk(impl_->mu);
+  impl_->callback = std::move(cb);
+}
+
+void BrokerClient::send(const std::string& type, json body) { impl_->enqueue(type, body.dump()); }
+
+bool BrokerClient::connected() const noexcept { return impl_->is_connected.load(); }
+const std::string& BrokerClient::endpoint() const noexcept { return impl_->cfg.endpoint; }
+
+std::uint64_t schema_hash(std::string_view id) {
+  if (id.empty()) return 0;
+  const std::uint64_t h = XXH3_64bits(id.data(), id.size());
+  return h == 0 ? 1 : h;
+}
+
+}  // namespace plh

@@ -1,0 +1,190 @@
+// BrokerClient against an in-process broker over real sockets.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <mutex>
+
+#include "plh/broker_client.hpp"
+#include "plh/error.hpp"
+#include "plh/protocol.hpp"
+#include "process.hpp"
+#include "test_broker_fixture.hpp"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using plh::test::eventually;
+using plh::test::InProcessBroker;
+
+namespace {
+plh::BrokerClientConfig config_for(const std::string& ep, std::chrono::milliseconds timeout = 2000ms) {
+  plh::BrokerClientConfig c;
+  c.endpoint = ep;
+  c.timeout = timeout;
+  return c;
+}
+
+plh::ChannelRegistration zmq_reg(const std::string& channel) {
+  plh::ChannelRegistration r;
+  r.channel = channel;
+  r.endpoint = "tcp://127.0.0.1:9";
+  return r;
+}
+
+struct Notes {
+  std::mutex mu;
+  std::vector<std::pair<std::string, json>> seen;
+  void add(const std::string& t, const json& b) {
+    std::lock_guard lk(mu);
+    seen.emplace_back(t, b);
+  }
+  bool has(const std::string& t) {
+    std::lock_guard lk(mu);
+    for (auto& [type, body] : seen)
+      if (type == t) return true;
+    return false;
+  }
+  json get(const std::string& t) {
+    std::lock_guard lk(mu);
+    for (auto& [type, body] : seen)
+      if (type == t) return body;
+    return nullptr;
+  }
+};
+}  // namespace
+
+TEST_CASE("client registers, discovers, deregisters", "[client]") {
+  InProcessBroker b;
+  plh::BrokerClient producer(config_for(b.endpoint()));
+  auto reg = zmq_reg("cl.one");
+  reg.schema_hash = plh::schema_hash("temp@1");
+  reg.metadata = {{"unit", "K"}};
+  auto ack = producer.register_channel(reg);
+  CHECK(ack["heartbeat_interval_ms"] == 500);
+
+  plh::BrokerClient consumer(config_for(b.endpoint()));
+  auto disc = consumer.discover("cl.one");
+  CHECK(disc["endpoint"] == "tcp://127.0.0.1:9");
+  CHECK(disc["schema_hash"] == plh::schema_hash("temp@1"));
+  CHECK(disc["metadata"]["unit"] == "K");
+  CHECK(disc["producer_pid"] == ::getpid());
+
+  CHECK_THROWS_AS(consumer.register_consumer("cl.one", plh::schema_hash("temp@2")), plh::RefusedError);
+  auto creg = consumer.register_consumer("cl.one", plh::schema_hash("temp@1"));
+  CHECK(creg["consumer_count"] == 1);
+  consumer.deregister_consumer("cl.one");
+  producer.deregister_channel("cl.one");
+  CHECK_THROWS_AS(consumer.discover("cl.one"), plh::NotFoundError);
+  producer.deregister_channel("cl.one");  // already gone: not an error
+}
+
+TEST_CASE("client error mapping", "[client]") {
+  InProcessBroker b;
+  plh::BrokerClient c(config_for(b.endpoint()));
+  CHECK_THROWS_AS(c.discover("no.such"), plh::NotFoundError);
+  CHECK_THROWS_AS(c.discover("bad name"), plh::UsageError);
+  try {
+    c.request("FROB_REQ", json::object());
+    FAIL("no throw");
+  } catch (const plh::BrokerErrorReply& e) {
+    CHECK(e.error_code() == "UNKNOWN_MSG_TYPE");
+    CHECK(e.code() == plh::ExitCode::failure);
+  }
+  auto ping = c.request("PING_REQ", json::object());
+  CHECK(ping["status"] == "ok");
+}
+
+TEST_CASE("client: unreachable broker is exit 5 after the timeout", "[client]") {
+  // A port nobody listens on: bind and close a socket to find one.
+  std::string ep;
+  {
+    InProcessBroker b;
+    ep = b.endpoint();
+  }
+  plh::BrokerClient c(config_for(ep, 300ms));
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    c.request("PING_REQ", json::object());
+    FAIL("no throw");
+  } catch (const plh::UnreachableError& e) {
+    CHECK(std::string(e.what()).find(ep) != std::string::npos);
+  }
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+}
+
+TEST_CASE("client: heartbeats keep a producer alive and carry metrics", "[client][liveness]") {
+  plh::BrokerConfig cfg;
+  cfg.heartbeat_interval = 20ms;
+  cfg.heartbeat_timeout = 300ms;
+  InProcessBroker b(cfg);
+  plh::BrokerClient producer(config_for(b.endpoint()));
+  auto metrics = std::make_shared<plh::ChannelMetrics>();
+  producer.register_channel(zmq_reg("hb.alive"), metrics);
+  plh::BrokerClient watcher(config_for(b.endpoint()));
+  metrics->messages = 10;
+  metrics->bytes = 100;
+  // Well past the timeout, still registered, and the broker saw the counters.
+  REQUIRE(eventually([&] {
+    auto l = watcher.request("LIST_REQ", {{"channel", "hb.alive"}});
+    return l["channels"][0]["metrics"]["messages"] == 10;
+  }, 3s));
+  const auto t0 = std::chrono::steady_clock::now();
+  int failures = 0;
+  while (std::chrono::steady_clock::now() - t0 < 600ms) {
+    try {
+      watcher.discover("hb.alive");
+    } catch (const plh::Error&) {
+      ++failures;
+    }
+  }
+  CHECK(failures == 0);
+}
+
+TEST_CASE("client: notifications reach the callback", "[client]") {
+  InProcessBroker b;
+  Notes notes;
+  plh::BrokerClient producer(config_for(b.endpoint()));
+  producer.on_notification([&](const std::string& t, const json& body) { notes.add(t, body); });
+  producer.register_channel(zmq_reg("nt.one"));
+  plh::BrokerClient consumer(config_for(b.endpoint()));
+  Notes cnotes;
+  consumer.on_notification([&](const std::string& t, const json& body) { cnotes.add(t, body); });
+  consumer.register_consumer("nt.one");
+  REQUIRE(eventually([&] { return notes.has("CONSUMER_JOINED_NOTIFY"); }, 3s));
+  consumer.send("CHECKSUM_ERROR_REPORT", {{"channel", "nt.one"}, {"seq", 5}});
+  REQUIRE(eventually([&] { return notes.has("CHECKSUM_ERROR_REPORT"); }, 3s));
+  CHECK(notes.get("CHECKSUM_ERROR_REPORT")["seq"] == 5);
+  consumer.request("CLOSE_REQ", {{"channel", "nt.one"}});
+  REQUIRE(eventually([&] { return notes.has("CHANNEL_CLOSING_NOTIFY") && cnotes.has("CHANNEL_CLOSING_NOTIFY"); }, 3s));
+  CHECK(cnotes.get("CHANNEL_CLOSING_NOTIFY")["reason"] == "admin_requested");
+}
+
+TEST_CASE("client: a restarted broker learns the registrations again", "[client][restart]") {
+  plh::BrokerConfig cfg;
+  cfg.heartbeat_interval = 50ms;
+  cfg.heartbeat_timeout = 1000ms;
+  auto first = std::make_unique<InProcessBroker>(cfg);
+  const std::string ep = first->endpoint();
+  plh::BrokerClient producer(config_for(ep));
+  producer.register_channel(zmq_reg("rs.prod"));
+  plh::BrokerClient consumer(config_for(ep));
+  consumer.register_consumer("rs.prod");
+  REQUIRE(eventually([&] { return producer.connected() && consumer.connected(); }, 3s));
+  first.reset();
+  cfg.endpoint = ep;
+  InProcessBroker second(cfg);
+  plh::BrokerClient watcher(config_for(ep));
+  REQUIRE(eventually([&] {
+    try {
+      return watcher.discover("rs.prod")["consumer_count"] == 1;
+    } catch (const plh::Error&) {
+      return false;
+    }
+  }, 5s));
+}
+
+TEST_CASE("schema_hash is stable and version sensitive", "[client]") {
+  CHECK(plh::schema_hash("") == 0);
+  CHECK(plh::schema_hash("temp") == plh::schema_hash("temp"));
+  CHECK(plh::schema_hash("temp@1") != plh::schema_hash("temp@2"));
+  CHECK(plh::schema_hash("temp") != 0);
+}
