@@ -149,10 +149,11 @@ void Publisher::drain_events() {
       const int delta = buf[0] == 1 ? 1 : -1;
       if (topic == kPlhSubMarker) {  // plh-sub's marker; the subscriber is counted by its "" subscription
         plh_subs_ = std::max(0, plh_subs_ + delta);
+        spdlog::debug("plh-sub subscriber {} ({} now)", delta > 0 ? "joined" : "left", plh_subs_);
         continue;
       }
       subscriptions_ = std::max(0, subscriptions_ + delta);
-      SPDLOG_DEBUG("subscription {} ({} now)", delta > 0 ? "added" : "removed", subscriptions_);
+      spdlog::debug("subscription {} ({} now)", delta > 0 ? "added" : "removed", subscriptions_);
     }
     return;
   }
@@ -188,7 +189,7 @@ void Publisher::drain_events() {
         break;
       default: break;
     }
-    SPDLOG_DEBUG("pipeline consumers: {}", peers_);
+    spdlog::debug("pipeline consumers: {}", peers_);
   }
 }
 
