@@ -7,6 +7,7 @@
 //   oneway  - B's arrival stamp minus A's send stamp (A->B, CLOCK_MONOTONIC is one
 //             clock for all CPUs on Linux/x86 with an invariant TSC)
 //   rtt/2   - A's round trip divided by two (what iceperf reports, as an average)
+//   nivcsw_a/b - involuntary context switches of A and B (preemption by other load)
 // --mode futex: the waiter sleeps in FUTEX_WAIT, the sender always calls FUTEX_WAKE
 //               (the floor for plh-shm's blocking mode).
 // --mode spin:  the waiter spins on the word with `pause` (the floor for busy-poll).
@@ -14,6 +15,7 @@
 
 #include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,7 +33,6 @@ struct alignas(64) SharedPage {
   alignas(64) std::atomic<std::uint32_t> ping{0};
   alignas(64) std::atomic<std::uint32_t> pong{0};
   alignas(64) std::atomic<std::int64_t> ping_stamp{0};
-  std::atomic<std::int64_t> pong_stamp{0};
 };
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
@@ -96,7 +97,6 @@ int main(int argc, char** argv) {
     for (std::uint32_t i = 1; i <= total; ++i) {
       await(page->ping, i, use_futex);
       b_oneway[i - 1] = now_ns() - page->ping_stamp.load(std::memory_order_relaxed);
-      page->pong_stamp.store(now_ns(), std::memory_order_relaxed);
       post(page->pong, i, use_futex);
     }
     _exit(0);
@@ -104,9 +104,7 @@ int main(int argc, char** argv) {
 
   plh::bench::pin_to_cpu(cpu_a);
   std::vector<std::int64_t> rtt_half;
-  std::vector<std::int64_t> back_oneway;
   rtt_half.reserve(iterations);
-  back_oneway.reserve(iterations);
   const std::int64_t start = now_ns();
   for (std::uint32_t i = 1; i <= total; ++i) {
     const std::int64_t t0 = now_ns();
@@ -114,25 +112,24 @@ int main(int argc, char** argv) {
     post(page->ping, i, use_futex);
     await(page->pong, i, use_futex);
     const std::int64_t t1 = now_ns();
-    if (i > warmup) {
-      rtt_half.push_back((t1 - t0) / 2);
-      back_oneway.push_back(t1 - page->pong_stamp.load(std::memory_order_relaxed));
-    }
+    if (i > warmup) rtt_half.push_back((t1 - t0) / 2);
   }
   const std::int64_t elapsed = now_ns() - start;
   int status = 0;
-  waitpid(child, &status, 0);
+  rusage ru_b{}, ru_a{};
+  wait4(child, &status, 0, &ru_b);
+  getrusage(RUSAGE_SELF, &ru_a);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::fprintf(stderr, "echo process failed\n");
     return 1;
   }
-  std::vector<std::int64_t> oneway(b_oneway + warmup, b_oneway + total);
-  oneway.insert(oneway.end(), back_oneway.begin(), back_oneway.end());  // both directions
+  std::vector<std::int64_t> oneway(b_oneway + warmup, b_oneway + total);  // A->B
 
   auto ow = plh::bench::percentiles(oneway);
   auto rh = plh::bench::percentiles(rtt_half);
-  std::printf("RESULT bench=futex_pingpong mode=%s iterations=%u cpu_a=%d cpu_b=%d %s %s roundtrips_per_s=%.0f\n",
-              mode.c_str(), iterations, cpu_a, cpu_b, plh::bench::percentile_fields("oneway_", ow).c_str(),
+  std::printf("RESULT bench=futex_pingpong mode=%s iterations=%u cpu_a=%d cpu_b=%d nivcsw_a=%ld nivcsw_b=%ld %s %s "
+              "roundtrips_per_s=%.0f\n",
+              mode.c_str(), iterations, cpu_a, cpu_b, ru_a.ru_nivcsw, ru_b.ru_nivcsw, plh::bench::percentile_fields("oneway_", ow).c_str(),
               plh::bench::percentile_fields("rtthalf_", rh).c_str(),
               static_cast<double>(total) * 1e9 / static_cast<double>(elapsed));
   munmap(mem, bytes);

@@ -312,7 +312,8 @@ struct BrokerClient::Impl {
       case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
         handshake_pending = false;
         failure = "handshake with the broker at " + cfg.endpoint + " failed" +
-                  (cfg.server_key ? " (wrong --broker-key?)" : "");
+                  (cfg.server_key ? " (wrong --broker-key, or the broker does not use CURVE?)"
+                                  : " (does the broker require CURVE? pass --broker-key or set PLH_BROKER_KEY)");
         break;
       default:
         break;

@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 #include <zmq.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -68,7 +70,8 @@ std::optional<std::string> resolve_broker_key(const BrokerOptions& opts) {
   if (key.empty())
     if (const char* env = std::getenv("PLH_BROKER_KEY"); env && *env) key = env;
   if (key.empty()) return std::nullopt;
-  if (key[0] == '@') {
+  // A Z85 key may itself start with '@': it is a file only when no such key parses or the file exists.
+  if (key[0] == '@' && (!is_z85_key(key) || ::access(key.c_str() + 1, F_OK) == 0)) {
     const std::string path = key.substr(1);
     std::ifstream in(path);
     if (!in) throw UsageError("cannot read broker key file '" + path + "'");

@@ -26,7 +26,7 @@ std::string trim(std::string s) {
 // Meaningful lines of a key file (no comments, no blanks).
 std::vector<std::string> key_lines(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw Error(ExitCode::failure, "cannot read '" + path + "': " + errno_text(errno));
+  if (!in) throw UsageError("cannot read key file '" + path + "': " + errno_text(errno));
   std::vector<std::string> lines;
   std::string line;
   while (std::getline(in, line)) {
@@ -99,6 +99,8 @@ std::vector<std::string> write_curve_keypair(const std::string& prefix, const Cu
 CurveKeypair read_curve_secret_file(const std::string& path_or_prefix) {
   std::string path = path_or_prefix;
   if (::access(path.c_str(), F_OK) != 0 && ::access((path + ".key").c_str(), F_OK) == 0) path += ".key";
+  if (path.size() > 4 && path.compare(path.size() - 4, 4, ".pub") == 0)
+    throw UsageError("'" + path + "' is a public key file; give the secret key file (PREFIX.key)");
   const auto lines = key_lines(path);
   if (lines.empty() || !is_z85_key(lines[0]))
     throw UsageError("'" + path + "' does not hold a 40-character Z85 secret key on its first line");

@@ -1,0 +1,617 @@
+// Writer and Reader of the shared-memory DataBlock.
+//
+// Ordering protocol (see docs/shm-layout.md for the cross-language description):
+// - The writer fills slot S (its seq word set to 0 first, so a `latest` reader holding
+//   the old content notices), then stores slot.seq = S (release) and header.write_seq = S
+//   (seq_cst), then reads data_waiters (seq_cst): a FUTEX_WAKE only when someone sleeps.
+// - A reader about to sleep increments data_waiters (seq_cst), reads data_futex, re-checks
+//   write_seq, and only then FUTEX_WAITs on data_futex with the value it read. Either the
+//   writer sees the waiter and bumps data_futex, or the reader sees the new write_seq.
+// - Under sequential/sync the writer may write seq S only when S <= floor + slot_count,
+//   floor being the smallest cursor of the attached readers; waiting for space mirrors
+//   the scheme above with space_futex/space_waiters and the readers' cursors.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+#include "plh/signals.hpp"
+#include "plh/text.hpp"
+#include "shm_internal.hpp"
+
+namespace plh::shm {
+
+using detail::Segment;
+using layout::Header;
+using layout::ReaderEntry;
+using RawSlot = layout::SlotMeta;
+
+namespace {
+
+constexpr std::chrono::milliseconds kReapEvery{20};
+
+std::uint32_t my_pid() { return static_cast<std::uint32_t>(::getpid()); }
+
+void atomic_max(std::atomic<std::uint64_t>& a, std::uint64_t v) {
+  std::uint64_t cur = a.load(std::memory_order_relaxed);
+  while (cur < v && !a.compare_exchange_weak(cur, v)) {
+  }
+}
+
+// Frees the table entries of readers whose process is gone. Returns how many.
+unsigned reap_dead_readers(const Segment& seg) {
+  unsigned reaped = 0;
+  Header* h = seg.header();
+  for (std::uint32_t i = 0; i < layout::kReaderCapacity; ++i) {
+    ReaderEntry* e = seg.reader(i);
+    std::uint32_t pid = e->pid.load(std::memory_order_acquire);
+    if (pid == 0 || detail::pid_alive(pid)) continue;
+    const std::uint64_t cursor = e->cursor.load(std::memory_order_acquire);
+    if (!e->pid.compare_exchange_strong(pid, 0)) continue;
+    ++reaped;
+    atomic_max(h->retained_seq, cursor);
+    spdlog::warn("reader pid {} of '{}' is gone; released its cursor (seq {})", pid, seg.name(), cursor);
+  }
+  if (reaped) {
+    bool others = false;
+    for (std::uint32_t i = 0; i < layout::kReaderCapacity && !others; ++i)
+      others = seg.reader(i)->pid.load(std::memory_order_acquire) != 0;
+    // A dead reader must not hold the writer: carry on until a reader attaches again.
+    if (!others) h->retain.store(0);
+    h->space_futex.fetch_add(1);
+    detail::futex_wake_all(h->space_futex);
+  }
+  return reaped;
+}
+
+std::chrono::nanoseconds liveness_slice(const WaitOptions& w) {
+  auto s = w.heartbeat_timeout / 4;
+  return std::clamp<std::chrono::nanoseconds>(s, std::chrono::milliseconds(1), std::chrono::milliseconds(100));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------- Writer
+
+struct Writer::Impl {
+  Segment seg;
+  Header* h = nullptr;
+  Geometry geo;
+  std::uint64_t n = 1;
+  WaitOptions wait;
+  std::uint32_t pid = my_pid();
+  std::uint64_t seq = 0;        // newest committed
+  std::uint64_t floor_cache = 0;
+  bool floor_valid = false;
+  RawSlot* pending = nullptr;
+  bool ended = false, claimed = false;
+  Clock::time_point last_reap{};
+
+  std::thread heartbeat;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop_heartbeat = false;
+
+  std::uint64_t compute_floor(std::uint64_t s, bool& unlimited) {
+    bool any = false;
+    std::uint64_t f = UINT64_MAX;
+    for (std::uint32_t i = 0; i < layout::kReaderCapacity; ++i) {
+      const ReaderEntry* e = seg.reader(i);
+      if (e->pid.load(std::memory_order_seq_cst) == 0) continue;
+      any = true;
+      f = std::min(f, e->cursor.load(std::memory_order_seq_cst));
+    }
+    unlimited = false;
+    if (any) return f;
+    if (h->retain.load(std::memory_order_seq_cst)) return h->retained_seq.load(std::memory_order_seq_cst);
+    unlimited = true;
+    return s;
+  }
+
+  bool has_space(std::uint64_t s) {
+    bool unlimited = false;
+    const std::uint64_t f = compute_floor(s, unlimited);
+    if (s > f + n) return false;
+    floor_cache = f;
+    floor_valid = !unlimited;
+    return true;
+  }
+
+  void maybe_reap() {
+    const auto now = Clock::now();
+    if (now - last_reap < kReapEvery) return;
+    last_reap = now;
+    reap_dead_readers(seg);
+  }
+
+  // Waits until slot `s` may be written. false on stop.
+  bool wait_space(std::uint64_t s, Clock::time_point deadline) {
+    if (has_space(s)) return true;
+    h->writer_waits.fetch_add(1, std::memory_order_relaxed);
+    const auto spin_until = Clock::now() + wait.spin;
+    unsigned spins = 0;
+    for (;;) {
+      if (has_space(s)) return true;
+      if (stop_requested()) return false;
+      const auto now = Clock::now();
+      if (now >= deadline)
+        throw TimeoutError("timed out waiting for readers of '" + seg.name() + "' to free a slot");
+      if (wait.busy_poll || now < spin_until) {
+        for (int i = 0; i < 64; ++i) detail::cpu_relax();
+        if ((++spins & 1023) == 0) maybe_reap();
+        continue;
+      }
+      h->space_waiters.fetch_add(1, std::memory_order_seq_cst);
+      const std::uint32_t v = h->space_futex.load(std::memory_order_seq_cst);
+      if (!has_space(s)) {
+        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+        detail::futex_wait(h->space_futex, v, std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(50)));
+      }
+      h->space_waiters.fetch_sub(1, std::memory_order_seq_cst);
+      maybe_reap();
+    }
+  }
+
+  void heartbeat_loop(std::chrono::nanoseconds interval) {
+    std::unique_lock lock(mu);
+    while (!stop_heartbeat) {
+      h->writer_heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
+      cv.wait_for(lock, interval);
+    }
+  }
+
+  void stop_thread() {
+    {
+      std::lock_guard lock(mu);
+      stop_heartbeat = true;
+    }
+    cv.notify_all();
+    if (heartbeat.joinable()) heartbeat.join();
+  }
+
+  void release_claim() {
+    if (!claimed) return;
+    claimed = false;
+    std::uint32_t me = pid;
+    h->writer_pid.compare_exchange_strong(me, 0);
+  }
+};
+
+namespace {
+bool same_geometry(const Geometry& a, const Geometry& b) {
+  return a.slots == b.slots && a.slot_size == b.slot_size && a.policy == b.policy && a.checksum == b.checksum;
+}
+std::string describe(const Geometry& g) {
+  return std::to_string(g.slots) + " slots of " + std::to_string(g.slot_size) + " bytes, policy " +
+         std::string(policy_name(g.policy)) + ", checksum " + std::string(checksum_name(g.checksum));
+}
+}  // namespace
+
+Writer::Writer(std::string_view name, const Options& opts) : impl_(std::make_unique<Impl>()) {
+  Impl& w = *impl_;
+  w.wait = opts.wait;
+  if (opts.create) {
+    try {
+      w.seg = Segment::open(name, Segment::Access::read_write);
+    } catch (const NotFoundError&) {
+      try {
+        w.seg = Segment::create(name, opts.create_options);
+      } catch (const Error& e) {
+        if (std::string(e.what()).find("already exists") == std::string::npos) throw;
+        w.seg = Segment::open(name, Segment::Access::read_write);  // lost a creation race
+      }
+    }
+    if (!same_geometry(w.seg.geometry(), opts.create_options.geometry))
+      throw RefusedError("segment '" + std::string(name) + "' exists with " + describe(w.seg.geometry()) +
+                         ", not " + describe(opts.create_options.geometry) + " (plh-shm rm it first)");
+  } else {
+    w.seg = Segment::open(name, Segment::Access::read_write);
+  }
+  w.h = w.seg.header();
+  w.geo = w.seg.geometry();
+  w.n = w.geo.slots;
+  Header* h = w.h;
+  h->writer_heartbeat_interval_ns.store(static_cast<std::uint64_t>(opts.heartbeat_interval.count()));
+  h->writer_heartbeat_ns.store(detail::monotonic_ns());
+  for (;;) {
+    std::uint32_t cur = h->writer_pid.load();
+    if (cur != 0 && detail::pid_alive(cur))
+      throw RefusedError("segment '" + std::string(name) + "' already has a writer (pid " + std::to_string(cur) + ")");
+    h->writer_heartbeat_ns.store(detail::monotonic_ns());
+    if (h->writer_pid.compare_exchange_strong(cur, w.pid)) {
+      if (cur != 0) spdlog::info("taking over segment '{}' from dead writer pid {}", std::string(name), cur);
+      break;
+    }
+  }
+  w.claimed = true;
+  w.seq = h->write_seq.load();
+  h->ended.store(0);
+  h->writer_generation.fetch_add(1);
+  h->writer_attached_ns.store(static_cast<std::uint64_t>(realtime_ns()));
+  reap_dead_readers(w.seg);
+  w.heartbeat = std::thread([this, iv = opts.heartbeat_interval] { impl_->heartbeat_loop(iv); });
+}
+
+Writer::~Writer() {
+  if (!impl_) return;
+  try {
+    if (impl_->claimed && !impl_->ended) end_stream();
+  } catch (...) {
+  }
+  impl_->stop_thread();
+  impl_->release_claim();
+}
+
+std::span<std::byte> Writer::begin_publish(Clock::time_point deadline) {
+  Impl& w = *impl_;
+  if (!w.claimed) throw Error(ExitCode::failure, "writer of '" + w.seg.name() + "' is detached");
+  const std::uint64_t s = w.seq + 1;
+  if (w.geo.policy != Policy::latest && !(w.floor_valid && s <= w.floor_cache + w.n)) {
+    if (!w.wait_space(s, deadline)) return {};
+  }
+  RawSlot* slot = w.seg.slot_for(s);
+  slot->seq.store(0, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  w.pending = slot;
+  return {w.seg.payload_of(slot), w.geo.slot_size};
+}
+
+std::uint64_t Writer::end_publish(std::size_t size, std::int64_t ts_ns, std::uint64_t type_hash,
+                                  const std::array<std::uint64_t, 4>& dims, std::uint32_t flags) {
+  Impl& w = *impl_;
+  if (!w.pending) throw Error(ExitCode::failure, "end_publish without begin_publish");
+  if (size > w.geo.slot_size)
+    throw UsageError("message of " + std::to_string(size) + " bytes does not fit the slot size " +
+                     std::to_string(w.geo.slot_size) + " of '" + w.seg.name() + "'");
+  RawSlot* slot = w.pending;
+  const std::uint64_t s = w.seq + 1;
+  slot->ts_ns = ts_ns != 0 ? ts_ns : realtime_ns();
+  slot->size = static_cast<std::uint32_t>(size);
+  slot->flags = flags;
+  slot->type_hash = type_hash;
+  for (int i = 0; i < 4; ++i) slot->dims[i] = dims[static_cast<std::size_t>(i)];
+  if (w.geo.checksum != Checksum::none)
+    detail::compute_checksum(w.geo.checksum, w.seg.payload_of(slot), size, w.seg.checksum_of(slot));
+  slot->seq.store(s, std::memory_order_release);
+  w.h->write_seq.store(s, std::memory_order_seq_cst);
+  if (w.h->data_waiters.load(std::memory_order_seq_cst) != 0) {
+    w.h->data_futex.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake_all(w.h->data_futex);
+  }
+  w.seq = s;
+  w.pending = nullptr;
+  return s;
+}
+
+std::uint64_t Writer::publish(std::span<const std::byte> payload, std::int64_t ts_ns, std::uint64_t type_hash,
+                              const std::array<std::uint64_t, 4>& dims) {
+  if (payload.size() > impl_->geo.slot_size)
+    throw UsageError("message of " + std::to_string(payload.size()) + " bytes does not fit the slot size " +
+                     std::to_string(impl_->geo.slot_size) + " of '" + impl_->seg.name() + "'");
+  auto buf = begin_publish();
+  if (buf.empty()) return 0;
+  if (!payload.empty()) std::memcpy(buf.data(), payload.data(), payload.size());
+  return end_publish(payload.size(), ts_ns, type_hash, dims);
+}
+
+bool Writer::wait_for_readers(unsigned n, Clock::time_point deadline) {
+  Impl& w = *impl_;
+  for (;;) {
+    reap_dead_readers(w.seg);
+    w.h->space_waiters.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t v = w.h->space_futex.load(std::memory_order_seq_cst);
+    const auto have = active_readers();
+    if (have >= n) {
+      w.h->space_waiters.fetch_sub(1);
+      return true;
+    }
+    const auto now = Clock::now();
+    if (stop_requested() || now >= deadline) {
+      w.h->space_waiters.fetch_sub(1);
+      if (stop_requested()) return false;
+      throw TimeoutError("timed out waiting for " + std::to_string(n) + " readers of '" + w.seg.name() +
+                         "' (" + std::to_string(have) + " attached)");
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+    detail::futex_wait(w.h->space_futex, v, std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(50)));
+    w.h->space_waiters.fetch_sub(1);
+  }
+}
+
+void Writer::end_stream() {
+  Impl& w = *impl_;
+  w.ended = true;
+  w.pending = nullptr;
+  w.h->ended.store(1, std::memory_order_seq_cst);
+  w.h->data_futex.fetch_add(1, std::memory_order_seq_cst);
+  detail::futex_wake_all(w.h->data_futex);
+}
+
+void Writer::detach() {
+  impl_->stop_thread();
+  impl_->release_claim();
+}
+
+const std::string& Writer::name() const { return impl_->seg.name(); }
+const Geometry& Writer::geometry() const { return impl_->geo; }
+std::uint64_t Writer::last_seq() const { return impl_->seq; }
+std::uint64_t Writer::active_readers() const {
+  std::uint64_t count = 0;
+  for (std::uint32_t i = 0; i < layout::kReaderCapacity; ++i)
+    if (impl_->seg.reader(i)->pid.load(std::memory_order_acquire) != 0) ++count;
+  return count;
+}
+
+// ---------------------------------------------------------------------------- Reader
+
+struct Reader::Impl {
+  Segment seg;
+  Header* h = nullptr;
+  Geometry geo;
+  std::uint64_t n = 1;
+  WaitOptions wait;
+  ReaderEntry* entry = nullptr;
+  std::uint64_t next = 1;  // seq expected next
+  RawSlot* held = nullptr;
+  std::uint64_t held_seq = 0;
+  std::uint64_t skipped = 0, checksum_errors = 0, slots_read = 0;
+  std::chrono::nanoseconds slice{};
+  Clock::time_point next_liveness_check{};
+  std::byte sum[layout::kChecksumBytes];
+
+  bool ordered() const { return geo.policy != Policy::latest; }
+
+  void skip_to(std::uint64_t e, std::uint64_t new_next) {
+    if (new_next <= e) new_next = e + 1;
+    const std::uint64_t lost = new_next - e;
+    skipped += lost;
+    entry->skipped.store(skipped, std::memory_order_relaxed);
+    next = new_next;
+    if (!ordered()) entry->cursor.store(new_next - 1, std::memory_order_relaxed);
+  }
+
+  // Moves the cursor past `s` (consumed) and wakes a writer waiting for space.
+  void advance(std::uint64_t s) {
+    next = s + 1;
+    if (ordered()) {
+      entry->cursor.store(s, std::memory_order_seq_cst);
+      if (h->space_waiters.load(std::memory_order_seq_cst) != 0) {
+        h->space_futex.fetch_add(1, std::memory_order_seq_cst);
+        detail::futex_wake_all(h->space_futex);
+      }
+    } else {
+      entry->cursor.store(s, std::memory_order_relaxed);
+    }
+  }
+
+  void check_writer() {
+    const std::uint32_t pid = h->writer_pid.load(std::memory_order_acquire);
+    if (pid == 0 || h->ended.load(std::memory_order_acquire)) return;
+    const std::uint64_t hb = h->writer_heartbeat_ns.load(std::memory_order_relaxed);
+    const std::uint64_t now = detail::monotonic_ns();
+    const bool stale = now > hb && now - hb > static_cast<std::uint64_t>(wait.heartbeat_timeout.count());
+    if (!stale && detail::pid_alive(pid)) return;
+    if (h->ended.load(std::memory_order_acquire) || h->writer_pid.load() != pid) return;  // ended meanwhile
+    throw Error(ExitCode::failure, "writer of '" + seg.name() + "' (pid " + std::to_string(pid) + ") is gone" +
+                                       (stale ? " (no heartbeat)" : ""));
+  }
+};
+
+Reader::Reader(std::string_view name, const Options& opts) : impl_(std::make_unique<Impl>()) {
+  Impl& r = *impl_;
+  r.seg = Segment::open(name, Segment::Access::read_write);
+  r.h = r.seg.header();
+  r.geo = r.seg.geometry();
+  r.n = r.geo.slots;
+  r.wait = opts.wait;
+  r.slice = liveness_slice(opts.wait);
+  Header* h = r.h;
+  reap_dead_readers(r.seg);
+  const std::uint32_t me = my_pid();
+  if (r.geo.policy == Policy::sequential) {
+    // One reader at a time: it always uses entry 0.
+    ReaderEntry* e = r.seg.reader(0);
+    for (;;) {
+      std::uint32_t cur = e->pid.load();
+      if (cur != 0 && detail::pid_alive(cur))
+        throw RefusedError("segment '" + std::string(name) + "' has policy sequential and already has a reader (pid " +
+                           std::to_string(cur) + ")");
+      if (e->pid.compare_exchange_strong(cur, me)) break;
+    }
+    r.entry = e;
+  } else {
+    for (std::uint32_t i = 0; i < layout::kReaderCapacity && !r.entry; ++i) {
+      std::uint32_t zero = 0;
+      if (r.seg.reader(i)->pid.compare_exchange_strong(zero, me)) r.entry = r.seg.reader(i);
+    }
+    if (!r.entry)
+      throw RefusedError("segment '" + std::string(name) + "' already has " + std::to_string(layout::kReaderCapacity) +
+                         " readers");
+  }
+  ReaderEntry* e = r.entry;
+  e->cursor.store(0, std::memory_order_seq_cst);  // holds the writer until the real cursor is set below
+  e->skipped.store(0);
+  e->checksum_errors.store(0);
+  e->slots_read.store(0);
+  e->attached_ns.store(static_cast<std::uint64_t>(realtime_ns()));
+  e->heartbeat_ns.store(detail::monotonic_ns());
+
+  const std::uint64_t w = h->write_seq.load(std::memory_order_seq_cst);
+  const std::uint64_t ring_floor = w > r.n ? w - r.n : 0;  // slots <= this are surely overwritten
+  std::uint64_t start = 1;
+  if (r.geo.policy == Policy::latest) {
+    start = opts.from == From::latest ? std::max<std::uint64_t>(w, 1) : ring_floor + 1;
+  } else {
+    std::uint64_t floor = UINT64_MAX;
+    for (std::uint32_t i = 0; i < layout::kReaderCapacity; ++i) {
+      const ReaderEntry* o = r.seg.reader(i);
+      if (o == e || o->pid.load() == 0) continue;
+      floor = std::min(floor, o->cursor.load());
+    }
+    if (floor == UINT64_MAX) floor = h->retained_seq.load();
+    floor = std::max(floor, ring_floor);
+    start = floor + 1;
+    if (opts.from == From::latest) start = std::max(start, std::max<std::uint64_t>(w, 1));
+  }
+  r.next = start;
+  e->cursor.store(start - 1, std::memory_order_seq_cst);
+  h->space_futex.fetch_add(1);
+  detail::futex_wake_all(h->space_futex);  // a writer may be waiting for readers
+}
+
+Reader::~Reader() {
+  if (!impl_ || !impl_->entry) return;
+  Impl& r = *impl_;
+  if (r.held) release();
+  ReaderEntry* e = r.entry;
+  if (r.ordered()) {
+    bool others = false;
+    for (std::uint32_t i = 0; i < layout::kReaderCapacity && !others; ++i) {
+      const ReaderEntry* o = r.seg.reader(i);
+      others = o != e && o->pid.load() != 0;
+    }
+    if (!others) {
+      // Keep what nobody has read yet for the next reader.
+      atomic_max(r.h->retained_seq, e->cursor.load());
+      r.h->retain.store(1);
+    }
+  }
+  e->cursor.store(0, std::memory_order_seq_cst);
+  e->pid.store(0, std::memory_order_seq_cst);
+  r.h->space_futex.fetch_add(1);
+  detail::futex_wake_all(r.h->space_futex);
+}
+
+std::optional<SlotView> Reader::try_acquire() {
+  Impl& r = *impl_;
+  if (r.held) release();
+  Header* h = r.h;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const std::uint64_t e = r.next;
+    const std::uint64_t w = h->write_seq.load(std::memory_order_acquire);
+    if (w < e) return std::nullopt;
+    RawSlot* slot = r.seg.slot_for(e);
+    const std::uint64_t s1 = slot->seq.load(std::memory_order_acquire);
+    if (s1 != e) {
+      // Overwritten: under latest jump to the newest slot; under sequential/sync this
+      // only happens when joining while the writer moved on.
+      const std::uint64_t now_w = h->write_seq.load(std::memory_order_acquire);
+      r.skip_to(e, r.ordered() ? std::max(e + 1, now_w > r.n ? now_w - r.n + 1 : 1) : now_w);
+      continue;
+    }
+    SlotView v;
+    v.meta.seq = e;
+    v.meta.ts_ns = slot->ts_ns;
+    v.meta.size = slot->size;
+    v.meta.flags = slot->flags;
+    v.meta.type_hash = slot->type_hash;
+    for (std::size_t i = 0; i < 4; ++i) v.meta.dims[i] = slot->dims[i];
+    v.data = r.seg.payload_of(slot);
+    const bool overwritten_now = [&] {
+      std::atomic_thread_fence(std::memory_order_acquire);
+      return slot->seq.load(std::memory_order_relaxed) != e;
+    }();
+    if (v.meta.size > r.geo.slot_size) {
+      if (overwritten_now || slot->seq.load(std::memory_order_acquire) != e) {
+        r.skip_to(e, h->write_seq.load());
+        continue;
+      }
+      r.advance(e);
+      throw Error(ExitCode::failure, "slot seq " + std::to_string(e) + " of '" + r.seg.name() + "' is corrupt (size " +
+                                         std::to_string(v.meta.size) + " > slot size " +
+                                         std::to_string(r.geo.slot_size) + ")");
+    }
+    if (r.geo.checksum != Checksum::none) {
+      detail::compute_checksum(r.geo.checksum, v.data, v.meta.size, r.sum);
+      if (std::memcmp(r.sum, r.seg.checksum_of(slot), layout::kChecksumBytes) != 0) {
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (slot->seq.load(std::memory_order_relaxed) != e) {  // torn by the writer, not corrupt
+          r.skip_to(e, h->write_seq.load());
+          continue;
+        }
+        r.advance(e);
+        ++r.checksum_errors;
+        r.entry->checksum_errors.store(r.checksum_errors, std::memory_order_relaxed);
+        throw ChecksumError("checksum mismatch (" + std::string(checksum_name(r.geo.checksum)) + ") in slot seq " +
+                                std::to_string(e) + " of '" + r.seg.name() + "'",
+                            e);
+      }
+    }
+    r.held = slot;
+    r.held_seq = e;
+    return v;
+  }
+  return std::nullopt;  // lapped by the writer over and over; the caller will retry
+}
+
+bool Reader::release() {
+  Impl& r = *impl_;
+  if (!r.held) return true;
+  bool ok = true;
+  if (!r.ordered()) {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (r.held->seq.load(std::memory_order_relaxed) != r.held_seq) {
+      ok = false;
+      ++r.skipped;
+      r.entry->skipped.store(r.skipped, std::memory_order_relaxed);
+    }
+  }
+  r.held = nullptr;
+  ++r.slots_read;
+  r.entry->slots_read.store(r.slots_read, std::memory_order_relaxed);
+  r.advance(r.held_seq);
+  return ok;
+}
+
+AcquireResult Reader::acquire(Clock::time_point deadline) {
+  Impl& r = *impl_;
+  Header* h = r.h;
+  const auto spin_until_base = Clock::now();
+  bool spun = false;
+  for (;;) {
+    if (auto v = try_acquire()) return {AcquireStatus::slot, *v};
+    if (h->ended.load(std::memory_order_seq_cst) && h->write_seq.load(std::memory_order_seq_cst) < r.next)
+      return {AcquireStatus::ended, {}};
+    if (stop_requested()) return {AcquireStatus::stopped, {}};
+    auto now = Clock::now();
+    if (now >= deadline) return {AcquireStatus::timeout, {}};
+    if (now >= r.next_liveness_check) {
+      r.next_liveness_check = now + r.slice;
+      r.entry->heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
+      r.check_writer();
+    }
+    if (r.wait.busy_poll || (!spun && now < spin_until_base + r.wait.spin)) {
+      // Spin on write_seq (one cache line, read-shared) until it moves or a check is due.
+      for (unsigned i = 0; i < 4096; ++i) {
+        if (h->write_seq.load(std::memory_order_acquire) >= r.next || h->ended.load(std::memory_order_relaxed)) break;
+        detail::cpu_relax();
+        if ((i & 255) == 255 && Clock::now() >= std::min(r.next_liveness_check, deadline)) break;
+      }
+      continue;
+    }
+    spun = true;
+    h->data_waiters.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t v = h->data_futex.load(std::memory_order_seq_cst);
+    if (h->write_seq.load(std::memory_order_seq_cst) < r.next && !h->ended.load(std::memory_order_seq_cst)) {
+      const auto until = std::min(deadline, r.next_liveness_check);
+      const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until - now);
+      detail::futex_wait(h->data_futex, v, std::max<std::chrono::nanoseconds>(left, std::chrono::microseconds(100)));
+    }
+    h->data_waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+bool Reader::ended() const { return impl_->h->ended.load(std::memory_order_acquire) != 0; }
+const std::string& Reader::name() const { return impl_->seg.name(); }
+const Geometry& Reader::geometry() const { return impl_->geo; }
+std::uint64_t Reader::skipped() const { return impl_->skipped; }
+std::uint64_t Reader::checksum_errors() const { return impl_->checksum_errors; }
+std::uint64_t Reader::cursor() const { return impl_->next - 1; }
+pid_t Reader::writer_pid() const { return static_cast<pid_t>(impl_->h->writer_pid.load()); }
+
+}  // namespace plh::shm

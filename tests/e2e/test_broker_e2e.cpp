@@ -1,0 +1,235 @@
+// The real plh-broker binary: ready line, plh-ctl against it, liveness, restart, and
+// survival of hostile input.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <mutex>
+#include <random>
+
+#include "../unit/test_broker_fixture.hpp"
+#include "plh/broker_client.hpp"
+#include "plh/error.hpp"
+#include "test_broker_process.hpp"
+
+#if defined(PLH_BROKER_BIN) && defined(PLH_CTL_BIN)
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using plh::test::BrokerProcess;
+using plh::test::ctl;
+using plh::test::eventually;
+using plh::test::RawClient;
+
+namespace {
+plh::BrokerClientConfig cfg_for(const std::string& ep) {
+  plh::BrokerClientConfig c;
+  c.endpoint = ep;
+  return c;
+}
+plh::ChannelRegistration reg(const std::string& channel) {
+  plh::ChannelRegistration r;
+  r.channel = channel;
+  r.endpoint = "tcp://127.0.0.1:9";
+  return r;
+}
+}  // namespace
+
+TEST_CASE("ready line names the real endpoint, key and pid; SIGTERM exits 0", "[e2e][broker]") {
+  auto b = BrokerProcess::start();
+  CHECK(b.endpoint.rfind("tcp://127.0.0.1:", 0) == 0);
+  CHECK(b.endpoint != "tcp://127.0.0.1:0");
+  CHECK(b.ready["public_key"].is_null());
+  CHECK(b.ready["pid"] == b.child.pid());
+  CHECK(ctl({"ping"}, b.endpoint).code == 0);
+  CHECK(b.stop() == 0);
+}
+
+TEST_CASE("plh-ctl list, info and stats show registered channels", "[e2e][ctl]") {
+  auto b = BrokerProcess::start({"--heartbeat-interval", "50ms"});
+  plh::BrokerClient producer(cfg_for(b.endpoint));
+  auto metrics = std::make_shared<plh::ChannelMetrics>();
+  auto r1 = reg("lab.temp");
+  r1.schema_version = "temp@1";
+  r1.schema_hash = plh::schema_hash("temp@1");
+  producer.register_channel(r1, metrics);
+  producer.register_channel(reg("lab.pressure"));
+  plh::BrokerClient consumer(cfg_for(b.endpoint));
+  consumer.register_consumer("lab.temp");
+
+  auto r = ctl({"list"}, b.endpoint);
+  REQUIRE(r.code == 0);
+  INFO(r.out);
+  CHECK(r.out.rfind("CHANNEL ", 0) == 0);
+  CHECK(r.out.find("lab.pressure") < r.out.find("lab.temp"));
+  CHECK(r.out.find("temp@1") != std::string::npos);
+
+  r = ctl({"list", "--json"}, b.endpoint);
+  REQUIRE(r.code == 0);
+  auto j = json::parse(r.out);
+  CHECK(j["count"] == 2);
+  CHECK(j["channels"][1]["channel"] == "lab.temp");
+  CHECK(j["channels"][1]["consumer_count"] == 1);
+  CHECK(j["channels"][1]["producer"]["pid"] == ::getpid());
+
+  r = ctl({"info", "lab.temp"}, b.endpoint);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("endpoint:") != std::string::npos);
+  r = ctl({"info", "lab.temp", "--json"}, b.endpoint);
+  CHECK(r.code == 0);
+  CHECK(json::parse(r.out)["consumers"].size() == 1);
+  r = ctl({"info", "lab.none"}, b.endpoint);
+  CHECK(r.code == 4);
+  CHECK(r.err == "plh-ctl: error: channel 'lab.none' not found\n");
+
+  // Rates come from two heartbeats carrying different counters.
+  metrics->messages = 1000;
+  metrics->bytes = 64000;
+  REQUIRE(eventually([&] {
+    auto s = ctl({"stats", "lab.temp", "--json"}, b.endpoint);
+    if (s.code != 0) return false;
+    auto doc = json::parse(s.out);
+    return doc["channels"][0]["metrics"]["messages"] == 1000;
+  }, 5s));
+  metrics->messages = 2000;
+  metrics->bytes = 128000;
+  REQUIRE(eventually([&] {
+    auto s = ctl({"stats", "lab.temp", "--json"}, b.endpoint);
+    auto doc = json::parse(s.out);
+    return doc["channels"][0]["rates"]["messages_per_s"].get<double>() > 0;
+  }, 5s));
+  r = ctl({"stats"}, b.endpoint);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("MSG/S") != std::string::npos);
+  CHECK(r.out.find("lab.temp") != std::string::npos);
+}
+
+TEST_CASE("liveness: a producer that stops heartbeating is removed, consumers notified", "[e2e][liveness]") {
+  auto b = BrokerProcess::start({"--heartbeat-interval", "50ms", "--heartbeat-timeout", "500ms"});
+  // A producer on "another host" (no PID shortcut) that never heartbeats.
+  RawClient producer(b.endpoint);
+  REQUIRE(producer.call("REG_REQ", plh::test::reg_body("live.ch", 4242)).type == "REG_ACK");
+  std::mutex mu;
+  json closing;
+  plh::BrokerClient consumer(cfg_for(b.endpoint));
+  consumer.on_notification([&](const std::string& type, const json& body) {
+    std::lock_guard lk(mu);
+    if (type == "CHANNEL_CLOSING_NOTIFY") closing = body;
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  consumer.register_consumer("live.ch");
+  REQUIRE(eventually([&] {
+    std::lock_guard lk(mu);
+    return !closing.is_null();
+  }, 5s));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(closing["reason"] == "heartbeat_timeout");
+  CHECK(closing["channel"] == "live.ch");
+  CHECK(took < 1500ms);  // timeout 500ms + one sweep + slack
+  CHECK(ctl({"info", "live.ch"}, b.endpoint).code == 4);
+}
+
+TEST_CASE("liveness: a producer process killed on this host disappears", "[e2e][liveness]") {
+  auto b = BrokerProcess::start({"--heartbeat-interval", "50ms", "--heartbeat-timeout", "3s"});
+  // A real producer process: python registers with this host name and its own pid, then sleeps.
+  const std::string script =
+      "import zmq,json,os,socket,sys,time\n"
+      "s=zmq.Context().socket(zmq.DEALER); s.connect(sys.argv[1])\n"
+      "s.send_multipart([b'REG_REQ', json.dumps({'channel':'py.prod','endpoint':'tcp://127.0.0.1:9',"
+      "'producer_pid':os.getpid(),'producer_hostname':socket.gethostname()}).encode()])\n"
+      "print(s.recv_multipart()[0].decode(), flush=True)\n"
+      "time.sleep(60)\n";
+  auto py = plh::test::Child::spawn({"/usr/bin/python3", "-c", script, b.endpoint});
+  auto line = py.read_line(10s);
+  REQUIRE(line);
+  REQUIRE(*line == "REG_ACK");
+  CHECK(ctl({"info", "py.prod"}, b.endpoint).code == 0);
+  py.kill(SIGKILL);
+  py.wait(5s);
+  // Well before the 3 s heartbeat timeout, thanks to the same-host PID check.
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(eventually([&] { return ctl({"info", "py.prod"}, b.endpoint).code == 4; }, 5s));
+  CHECK(std::chrono::steady_clock::now() - t0 < 2500ms);
+}
+
+TEST_CASE("restart: a registered producer reappears after the broker comes back", "[e2e][restart]") {
+  auto first = BrokerProcess::start({"--heartbeat-interval", "50ms"});
+  const std::string ep = first.endpoint;
+  plh::BrokerClient producer(cfg_for(ep));
+  producer.register_channel(reg("rs.chan"));
+  REQUIRE(ctl({"info", "rs.chan"}, ep).code == 0);
+  REQUIRE(first.stop() == 0);
+  CHECK(ctl({"ping", "--broker-timeout", "200ms"}, ep).code == 5);
+  auto second = BrokerProcess::start({"--heartbeat-interval", "50ms"}, ep);
+  REQUIRE(second.endpoint == ep);
+  REQUIRE(eventually([&] {
+    auto r = ctl({"list", "--json"}, ep);
+    return r.code == 0 && json::parse(r.out)["count"] == 1 &&
+           json::parse(r.out)["channels"][0]["channel"] == "rs.chan";
+  }, 5s));
+}
+
+TEST_CASE("hostile input: the broker keeps serving", "[e2e][broker][fuzz]") {
+  auto b = BrokerProcess::start();
+  std::mt19937_64 rng(12345);
+  auto random_bytes = [&](std::size_t n) {
+    std::string s(n, '\0');
+    for (auto& c : s) c = static_cast<char>(rng());
+    return s;
+  };
+  {
+    RawClient c(b.endpoint);
+    const std::vector<std::vector<std::string>> shapes = {
+        {"REG_REQ", "not json"},
+        {"REG_REQ", "[1,2,3]"},
+        {"REG_REQ", "\"string\""},
+        {"REG_REQ", "{\"channel\":5}"},
+        {"REG_REQ", "{\"channel\":\"ok.name\",\"producer_pid\":\"12\",\"endpoint\":\"x\"}"},
+        {"DISC_REQ", "{\"channel\":null}"},
+        {"HEARTBEAT_REQ", "{\"channel\":\"a\",\"role\":\"producer\",\"pid\":1e300}"},
+        {"LIST_REQ", "{\"channel\":[]}"},
+        {"CLOSE_REQ", "{\"channel\":{}}"},
+        {"NO_SUCH_TYPE", "{}"},
+        {"", ""},
+        {"PING_REQ"},
+        {"PING_REQ", "{}", "third"},
+        {"PING_REQ", "{}", "third", "fourth", "fifth"},
+        {std::string(5000, 'X'), "{}"},
+        {"REG_REQ", "{\"channel\":\"" + std::string(300, 'a') + "\",\"producer_pid\":1,\"endpoint\":\"e\"}"},
+        {"REG_REQ", "{\"metadata\":" + std::string(2000, '[') + "}"},
+    };
+    for (int round = 0; round < 200; ++round) {
+      for (const auto& frames : shapes) c.send_frames(frames);
+      std::vector<std::string> junk;
+      const int nframes = 1 + static_cast<int>(rng() % 4);
+      for (int i = 0; i < nframes; ++i) junk.push_back(random_bytes(rng() % 200));
+      c.send_frames(junk);
+    }
+    // Replies: drain until quiet, so the broker has processed everything it will answer.
+    int replies = 0;
+    while (c.recv(500ms)) ++replies;
+    CHECK(replies > 3000);
+  }
+  {
+    // Multi-MiB frames: libzmq drops the connection (ZMQ_MAXMSGSIZE); the broker goes on.
+    RawClient big(b.endpoint);
+    for (int i = 0; i < 3; ++i) big.send_frames({"REG_REQ", std::string(4u << 20, '{')});
+    CHECK_FALSE(big.recv(300ms));
+  }
+  {
+    // Raw TCP garbage (not even ZMTP).
+    const auto port = b.endpoint.substr(b.endpoint.rfind(':') + 1);
+    auto r = plh::test::run_shell("for i in $(seq 20); do head -c 65536 /dev/urandom > /dev/tcp/127.0.0.1/" + port +
+                                  " 2>/dev/null; done; true");
+    CHECK(r.code == 0);
+  }
+  REQUIRE(b.child.running());
+  // Normal service afterwards.
+  plh::BrokerClient client(cfg_for(b.endpoint));
+  client.register_channel(reg("after.fuzz"));
+  auto disc = client.discover("after.fuzz");
+  CHECK(disc["endpoint"] == "tcp://127.0.0.1:9");
+  CHECK(ctl({"ping"}, b.endpoint).code == 0);
+  CHECK(b.stop() == 0);
+}
+
+#endif

@@ -1,0 +1,181 @@
+// ChannelRegistry without sockets: requests in, replies and notifications out.
+#include <catch2/catch.hpp>
+
+#include <set>
+
+#include "plh/channel_registry.hpp"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using plh::ChannelRegistry;
+using plh::Outbound;
+
+namespace {
+struct Harness {
+  explicit Harness(plh::RegistryConfig cfg = {}) : reg(std::move(cfg)) {}
+  ChannelRegistry reg;
+  plh::SteadyTime now = std::chrono::steady_clock::now();
+  std::vector<Outbound> out;
+
+  std::vector<Outbound> send(const std::string& id, const std::string& type, const json& body) {
+    out.clear();
+    reg.handle(id, type, body.dump(), now, out);
+    return out;
+  }
+  json reply(const std::string& id, const std::string& type, const json& body, std::string* reply_type = nullptr) {
+    auto o = send(id, type, body);
+    REQUIRE(!o.empty());
+    CHECK(o[0].identity == id);
+    if (reply_type) *reply_type = o[0].type;
+    return json::parse(o[0].body);
+  }
+  std::vector<Outbound> sweep(std::chrono::milliseconds later) {
+    now += later;
+    out.clear();
+    reg.sweep(now, out);
+    return out;
+  }
+};
+
+json reg_req(const std::string& ch, long pid, const std::string& host = "h1", std::uint64_t schema = 0) {
+  return {{"channel", ch}, {"endpoint", "tcp://x:1"}, {"producer_pid", pid}, {"producer_hostname", host},
+          {"schema_hash", schema}};
+}
+}  // namespace
+
+TEST_CASE("registry: register, discover, list sorted", "[registry]") {
+  Harness h;
+  std::string type;
+  auto ack = h.reply("P", "REG_REQ", reg_req("b.b", 1), &type);
+  CHECK(type == "REG_ACK");
+  CHECK(ack["heartbeat_interval_ms"] == 500);
+  h.reply("P2", "REG_REQ", reg_req("a.a", 2));
+  auto disc = h.reply("C", "DISC_REQ", {{"channel", "b.b"}, {"corr", "x"}}, &type);
+  CHECK(type == "DISC_ACK");
+  CHECK(disc["corr"] == "x");
+  CHECK(disc["producer_pid"] == 1);
+  CHECK(disc["metadata"] == json::object());
+  auto list = h.reply("C", "LIST_REQ", json::object());
+  REQUIRE(list["channels"].size() == 2);
+  CHECK(list["channels"][0]["channel"] == "a.a");
+  CHECK(h.reg.channel_count() == 2);
+}
+
+TEST_CASE("registry: re-registration by the same producer keeps consumers and takes the new identity", "[registry]") {
+  Harness h;
+  h.reply("P", "REG_REQ", reg_req("r.r", 1));
+  h.reply("C", "CONSUMER_REG_REQ", {{"channel", "r.r"}, {"consumer_pid", 9}});
+  auto ack = h.reply("P-new", "REG_REQ", reg_req("r.r", 1));
+  CHECK(ack["reregistered"] == true);
+  CHECK(ack["consumer_count"] == 1);
+  // Notifications now go to the new identity.
+  auto o = h.send("C", "CONSUMER_DEREG_REQ", {{"channel", "r.r"}, {"consumer_pid", 9}});
+  REQUIRE(o.size() == 2);
+  CHECK(o[1].identity == "P-new");
+  CHECK(o[1].type == "CONSUMER_LEFT_NOTIFY");
+}
+
+TEST_CASE("registry: heartbeat timeout removes producer and consumer, with notifications", "[registry]") {
+  plh::RegistryConfig cfg;
+  cfg.heartbeat_interval = 100ms;
+  cfg.heartbeat_timeout = 1000ms;
+  Harness h(cfg);
+  h.reply("P", "REG_REQ", reg_req("t.t", 1));
+  h.reply("P2", "REG_REQ", reg_req("u.u", 2));
+  h.reply("C", "CONSUMER_REG_REQ", {{"channel", "t.t"}, {"consumer_pid", 9}});
+  h.reply("C2", "CONSUMER_REG_REQ", {{"channel", "u.u"}, {"consumer_pid", 10}});
+  CHECK(h.sweep(900ms).empty());
+  // t.t's producer and u.u's consumer keep heartbeating.
+  CHECK(h.send("P", "HEARTBEAT_REQ", {{"channel", "t.t"}, {"role", "producer"}, {"pid", 1}}).empty());
+  CHECK(h.send("C2", "HEARTBEAT_REQ", {{"channel", "u.u"}, {"role", "consumer"}, {"pid", 10}}).empty());
+  auto o = h.sweep(200ms);
+  // u.u's producer timed out (consumer C2 told); t.t's consumer timed out (producer P told).
+  std::set<std::pair<std::string, std::string>> got;
+  for (const auto& m : o) got.insert({m.identity, m.type});
+  CHECK(got.count({"C2", "CHANNEL_CLOSING_NOTIFY"}) == 1);
+  CHECK(got.count({"P2", "CHANNEL_CLOSING_NOTIFY"}) == 1);
+  CHECK(got.count({"P", "CONSUMER_DIED_NOTIFY"}) == 1);
+  CHECK(h.reg.channel_count() == 1);
+  CHECK(h.reg.consumer_count() == 0);
+}
+
+TEST_CASE("registry: same-host dead PIDs go at once, other hosts wait for the timeout", "[registry]") {
+  plh::RegistryConfig cfg;
+  cfg.hostname = "here";
+  std::set<std::int64_t> alive{1};
+  cfg.local_pid_alive = [&](std::int64_t pid) { return alive.count(pid) > 0; };
+  Harness h(cfg);
+  h.reply("P", "REG_REQ", reg_req("l.l", 1, "here"));
+  h.reply("Q", "REG_REQ", reg_req("m.m", 2, "there"));
+  h.reply("C", "CONSUMER_REG_REQ", {{"channel", "l.l"}, {"consumer_pid", 3}, {"consumer_hostname", "here"}});
+  auto o = h.sweep(1ms);  // pid 3 (a consumer here) is not alive
+  REQUIRE(o.size() == 1);
+  CHECK(o[0].type == "CONSUMER_DIED_NOTIFY");
+  CHECK(json::parse(o[0].body)["reason"] == "process_exited");
+  alive.clear();
+  o = h.sweep(1ms);
+  REQUIRE(o.size() == 1);
+  CHECK(o[0].identity == "P");
+  CHECK(json::parse(o[0].body)["detail"] == "process_exited");
+  CHECK(h.reg.channel_count() == 1);  // m.m is on another host
+  // A new producer may take over a channel whose local producer died, even before a sweep.
+  h.reply("P", "REG_REQ", reg_req("n.n", 5, "here"));
+  std::string type;
+  h.reply("P6", "REG_REQ", reg_req("n.n", 6, "here"), &type);
+  CHECK(type == "REG_ACK");
+}
+
+TEST_CASE("registry: rates come from the last two heartbeat samples", "[registry]") {
+  Harness h;
+  h.reply("P", "REG_REQ", reg_req("r.t", 1));
+  h.send("P", "HEARTBEAT_REQ", {{"channel", "r.t"}, {"role", "producer"}, {"pid", 1},
+                                {"metrics", {{"messages", 100}, {"bytes", 1000}}}});
+  h.now += 500ms;
+  h.send("P", "HEARTBEAT_REQ", {{"channel", "r.t"}, {"role", "producer"}, {"pid", 1},
+                                {"metrics", {{"messages", 600}, {"bytes", 6000}, {"gaps", 2}}}});
+  auto ch = h.reply("X", "LIST_REQ", {{"channel", "r.t"}})["channels"][0];
+  CHECK(ch["rates"]["messages_per_s"].get<double>() == Approx(1000.0));
+  CHECK(ch["rates"]["bytes_per_s"].get<double>() == Approx(10000.0));
+  CHECK(ch["metrics"]["gaps"] == 2);
+  // A counter that went backwards gives 0, not a huge number.
+  h.now += 500ms;
+  h.send("P", "HEARTBEAT_REQ", {{"channel", "r.t"}, {"role", "producer"}, {"pid", 1}, {"metrics", {{"messages", 5}}}});
+  ch = h.reply("X", "LIST_REQ", {{"channel", "r.t"}})["channels"][0];
+  CHECK(ch["rates"]["messages_per_s"].get<double>() == 0.0);
+}
+
+TEST_CASE("registry: admin token, checksum forwarding, reject", "[registry]") {
+  plh::RegistryConfig cfg;
+  cfg.admin_token = "tok";
+  Harness h(cfg);
+  h.reply("P", "REG_REQ", reg_req("a.t", 1));
+  CHECK(h.reply("A", "CLOSE_REQ", {{"channel", "a.t"}, {"admin_token", "tak"}})["error_code"] == "UNAUTHORIZED");
+  auto o = h.send("R", "CHECKSUM_ERROR_REPORT", {{"channel", "a.t"}, {"seq", 3}, {"corr", "zz"}});
+  REQUIRE(o.size() == 1);
+  CHECK(o[0].identity == "P");
+  CHECK_FALSE(json::parse(o[0].body).contains("corr"));
+  o = h.send("A", "CLOSE_REQ", {{"channel", "a.t"}, {"admin_token", "tok"}});
+  REQUIRE(o.size() == 2);
+  CHECK(o[0].type == "CLOSE_ACK");
+  CHECK(o[1].type == "CHANNEL_CLOSING_NOTIFY");
+  h.out.clear();
+  h.reg.reject("Z", "INVALID_REQUEST", "bad frames", h.out);
+  REQUIRE(h.out.size() == 1);
+  CHECK(json::parse(h.out[0].body)["error_code"] == "INVALID_REQUEST");
+}
+
+TEST_CASE("registry: bodies that are not objects, odd types, invalid UTF-8", "[registry]") {
+  Harness h;
+  for (const std::string body : {"", "nul", "[]", "1", "\"s\"", "{\"channel\":\"\xff\"}", "{\"a\":1"}) {
+    INFO(body);
+    h.out.clear();
+    h.reg.handle("X", "DISC_REQ", body, h.now, h.out);
+    REQUIRE(h.out.size() == 1);
+    CHECK(json::parse(h.out[0].body)["error_code"] == "INVALID_REQUEST");
+  }
+  h.out.clear();
+  h.reg.handle("X", std::string("\x01\x02TYPE", 6), "{}", h.now, h.out);
+  REQUIRE(h.out.size() == 1);
+  auto body = json::parse(h.out[0].body);
+  CHECK(body["error_code"] == "UNKNOWN_MSG_TYPE");
+}

@@ -1,0 +1,407 @@
+// The DataBlock library in-process, on real shared memory.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "plh/error.hpp"
+#include "plh/shm/data_block.hpp"
+#include "plh/shm/layout.hpp"
+#include "process.hpp"
+
+using namespace std::chrono_literals;
+namespace shm = plh::shm;
+
+namespace {
+
+// A unique segment name, removed at the end of the test.
+struct TestSegment {
+  std::string name = "shmu" + plh::test::unique_suffix();
+  TestSegment() = default;
+  ~TestSegment() { shm::remove_segment(name); }
+};
+
+shm::Writer::Options writer_opts(std::uint32_t slots, std::uint32_t slot_size, shm::Policy p,
+                                 shm::Checksum c = shm::Checksum::none) {
+  shm::Writer::Options o;
+  o.create = true;
+  o.create_options.geometry = {slots, slot_size, p, c};
+  return o;
+}
+
+std::span<const std::byte> bytes(const std::string& s) { return {reinterpret_cast<const std::byte*>(s.data()), s.size()}; }
+std::string text(const shm::SlotView& v) { return {reinterpret_cast<const char*>(v.data), v.meta.size}; }
+
+shm::Clock::time_point soon(std::chrono::milliseconds d = 5s) { return shm::Clock::now() + d; }
+
+std::string object_path(const std::string& name) { return "/dev/shm/plh." + name; }
+
+// Raw bytes of a segment file, for corrupting it behind the library's back.
+struct RawMap {
+  int fd;
+  std::byte* p;
+  std::size_t n;
+  explicit RawMap(const std::string& name) {
+    fd = ::open(object_path(name).c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    struct stat st {};
+    ::fstat(fd, &st);
+    n = static_cast<std::size_t>(st.st_size);
+    p = static_cast<std::byte*>(::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    REQUIRE(p != MAP_FAILED);
+  }
+  ~RawMap() {
+    ::munmap(p, n);
+    ::close(fd);
+  }
+};
+
+int code_of(const std::function<void()>& f, std::string* msg = nullptr) {
+  try {
+    f();
+  } catch (const plh::Error& e) {
+    if (msg) *msg = e.what();
+    return static_cast<int>(e.code());
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("a segment is created with exact permissions and described by inspect", "[shm]") {
+  TestSegment seg;
+  const mode_t old = ::umask(0077);
+  shm::create_segment(seg.name, {{8, 100, shm::Policy::sync, shm::Checksum::xxh3}, 0640});
+  ::umask(old);
+  struct stat st {};
+  REQUIRE(::stat(object_path(seg.name).c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0640);
+  const auto info = shm::inspect_segment(seg.name);
+  CHECK(info.geometry.slots == 8);
+  CHECK(info.geometry.slot_size == 100);
+  CHECK(info.geometry.policy == shm::Policy::sync);
+  CHECK(info.geometry.checksum == shm::Checksum::xxh3);
+  CHECK(info.write_seq == 0);
+  CHECK(info.writer_pid == 0);
+  CHECK(info.readers.empty());
+  // A second create is refused; remove reports whether it existed.
+  CHECK(code_of([&] { shm::create_segment(seg.name, {}); }) == 1);
+  CHECK(shm::remove_segment(seg.name));
+  CHECK_FALSE(shm::remove_segment(seg.name));
+  CHECK(code_of([&] { shm::inspect_segment(seg.name); }) == 4);
+}
+
+TEST_CASE("bad names and impossible geometry are usage errors", "[shm]") {
+  CHECK(code_of([] { shm::create_segment("bad/name", {}); }) == 2);
+  CHECK(code_of([] { shm::create_segment("1abc", {}); }) == 2);
+  CHECK(code_of([] { shm::create_segment(std::string(252, 'a'), {}); }) == 2);
+  CHECK(code_of([] { shm::create_segment("shmu.zero", {{0, 10, shm::Policy::latest, shm::Checksum::none}, 0600}); }) == 2);
+  CHECK(code_of([] { shm::Reader r("shmu.never" + plh::test::unique_suffix(), {}); }) == 4);
+}
+
+TEST_CASE("slots carry payload and metadata, checksums verify", "[shm]") {
+  for (auto c : {shm::Checksum::none, shm::Checksum::xxh3, shm::Checksum::blake2b}) {
+    INFO(shm::checksum_name(c));
+    TestSegment seg;
+    shm::Writer w(seg.name, writer_opts(4, 64, shm::Policy::sequential, c));
+    shm::Reader r(seg.name, {});
+    auto buf = w.begin_publish();
+    REQUIRE(buf.size() == 64);
+    std::memcpy(buf.data(), "hello", 5);
+    CHECK(w.end_publish(5, 1234, 0xabcdef, {1, 2, 3, 4}) == 1);
+    CHECK(w.publish(bytes("")) == 2);
+    auto got = r.acquire(soon());
+    REQUIRE(got.status == shm::AcquireStatus::slot);
+    CHECK(text(got.view) == "hello");
+    CHECK(got.view.meta.seq == 1);
+    CHECK(got.view.meta.ts_ns == 1234);
+    CHECK(got.view.meta.type_hash == 0xabcdef);
+    CHECK(got.view.meta.dims == std::array<std::uint64_t, 4>{1, 2, 3, 4});
+    CHECK(r.release());
+    got = r.acquire(soon());
+    REQUIRE(got.status == shm::AcquireStatus::slot);
+    CHECK(got.view.meta.size == 0);
+    CHECK(got.view.meta.ts_ns > 0);  // 0 means now
+    r.release();
+    CHECK(r.acquire(shm::Clock::now() + 20ms).status == shm::AcquireStatus::timeout);
+    w.end_stream();
+    CHECK(r.acquire(soon()).status == shm::AcquireStatus::ended);
+    CHECK_THROWS_AS(w.publish(bytes(std::string(65, 'x'))), plh::UsageError);
+  }
+}
+
+TEST_CASE("sequential: the writer waits for the reader instead of overwriting", "[shm]") {
+  TestSegment seg;
+  shm::Writer w(seg.name, writer_opts(4, 16, shm::Policy::sequential));
+  shm::Reader r(seg.name, {});
+  for (int i = 1; i <= 4; ++i) w.publish(bytes(std::to_string(i)));
+  CHECK_THROWS_AS(w.begin_publish(shm::Clock::now() + 30ms), plh::TimeoutError);
+  // A second reader is refused under sequential.
+  CHECK(code_of([&] { shm::Reader r2(seg.name, {}); }) == 6);
+  std::thread t([&] {
+    for (int i = 5; i <= 20; ++i) w.publish(bytes(std::to_string(i)));
+    w.end_stream();
+  });
+  std::vector<std::string> seen;
+  for (;;) {
+    auto got = r.acquire(soon());
+    if (got.status != shm::AcquireStatus::slot) {
+      CHECK(got.status == shm::AcquireStatus::ended);
+      break;
+    }
+    seen.push_back(text(got.view));
+    r.release();
+  }
+  t.join();
+  REQUIRE(seen.size() == 20);
+  for (int i = 1; i <= 20; ++i) CHECK(seen[static_cast<std::size_t>(i - 1)] == std::to_string(i));
+  CHECK(shm::inspect_segment(seg.name).writer_waits > 0);
+}
+
+TEST_CASE("sequential: unread slots are kept for the next reader", "[shm]") {
+  TestSegment seg;
+  shm::Writer w(seg.name, writer_opts(4, 16, shm::Policy::sequential));
+  for (int i = 1; i <= 4; ++i) w.publish(bytes(std::to_string(i)));
+  CHECK_THROWS_AS(w.begin_publish(shm::Clock::now() + 20ms), plh::TimeoutError);  // nobody read them yet
+  {
+    shm::Reader r(seg.name, {});
+    auto got = r.acquire(soon());
+    REQUIRE(got.status == shm::AcquireStatus::slot);
+    CHECK(text(got.view) == "1");
+    r.release();
+  }
+  shm::Reader r(seg.name, {});
+  auto got = r.acquire(soon());
+  REQUIRE(got.status == shm::AcquireStatus::slot);
+  CHECK(text(got.view) == "2");
+}
+
+TEST_CASE("latest: a slow reader skips to the newest slot and counts what it skipped", "[shm]") {
+  TestSegment seg;
+  shm::Writer w(seg.name, writer_opts(4, 16, shm::Policy::latest));
+  shm::Reader r(seg.name, {});
+  for (int i = 1; i <= 10; ++i) w.publish(bytes(std::to_string(i)));  // never waits
+  auto got = r.acquire(soon());
+  REQUIRE(got.status == shm::AcquireStatus::slot);
+  CHECK(got.view.meta.seq == 10);
+  CHECK(text(got.view) == "10");
+  CHECK(r.release());
+  CHECK(r.skipped() == 9);
+  // A held view that the writer overwrites is reported at release.
+  w.publish(bytes("11"));
+  got = r.acquire(soon());
+  REQUIRE(got.view.meta.seq == 11);
+  for (int i = 12; i <= 15; ++i) w.publish(bytes(std::to_string(i)));
+  CHECK_FALSE(r.release());
+  // --from oldest / latest on a fresh reader.
+  shm::Reader oldest(seg.name, {});
+  CHECK(oldest.acquire(soon()).view.meta.seq == 12);
+  shm::Reader latest(seg.name, {shm::Reader::From::latest, {}});
+  CHECK(latest.acquire(soon()).view.meta.seq == 15);
+}
+
+TEST_CASE("latest: racing reader threads with random delays see increasing seqs and intact payloads", "[shm]") {
+  TestSegment seg;
+  shm::Writer w(seg.name, writer_opts(8, 256, shm::Policy::latest, shm::Checksum::xxh3));
+  auto payload = [](std::uint64_t s) { return std::string(200, static_cast<char>('a' + s % 26)) + std::to_string(s); };
+  std::atomic<int> ready{0};
+  std::vector<std::thread> readers;
+  std::vector<std::string> problems(2);
+  std::vector<std::uint64_t> last(2);
+  for (int k = 0; k < 2; ++k)
+    readers.emplace_back([&, k] {
+      shm::Reader r(seg.name, {});
+      ++ready;
+      std::mt19937 rng(static_cast<unsigned>(k));
+      std::uint64_t prev = 0;
+      for (;;) {
+        auto got = r.acquire(soon());
+        if (got.status != shm::AcquireStatus::slot) break;
+        const std::string copy = text(got.view);
+        const auto s = got.view.meta.seq;
+        if (!r.release()) continue;  // overwritten while held: not trusted
+        if (s <= prev) problems[static_cast<std::size_t>(k)] = "seq not increasing";
+        if (copy != payload(s)) problems[static_cast<std::size_t>(k)] = "payload damaged at " + std::to_string(s);
+        prev = s;
+        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));  // a slow consumer
+      }
+      last[static_cast<std::size_t>(k)] = prev;
+    });
+  REQUIRE(plh::test::eventually([&] { return ready.load() == 2; }));
+  for (std::uint64_t s = 1; s <= 2000; ++s) w.publish(bytes(payload(s)));
+  w.end_stream();
+  for (auto& t : readers) t.join();
+  CHECK(problems[0].empty());
+  CHECK(problems[1].empty());
+  CHECK(last[0] == 2000);
+  CHECK(last[1] == 2000);
+}
+
+TEST_CASE("sync: 20 readers each get every slot in order", "[shm]") {
+  TestSegment seg;
+  shm::Writer w(seg.name, writer_opts(4, 32, shm::Policy::sync));
+  constexpr int kReaders = 20, kSlots = 300;
+  std::vector<std::unique_ptr<shm::Reader>> rs;
+  for (int k = 0; k < kReaders; ++k) rs.push_back(std::make_unique<shm::Reader>(seg.name, shm::Reader::Options{}));
+  CHECK(w.active_readers() == kReaders);
+  std::vector<int> good(kReaders, 0);
+  std::vector<std::thread> ts;
+  for (int k = 0; k < kReaders; ++k)
+    ts.emplace_back([&, k] {
+      auto& r = *rs[static_cast<std::size_t>(k)];
+      int expect = 1;
+      for (;;) {
+        auto got = r.acquire(soon());
+        if (got.status != shm::AcquireStatus::slot) break;
+        if (text(got.view) == std::to_string(expect)) ++good[static_cast<std::size_t>(k)];
+        ++expect;
+        r.release();
+      }
+    });
+  for (int i = 1; i <= kSlots; ++i) w.publish(bytes(std::to_string(i)));
+  w.end_stream();
+  for (auto& t : ts) t.join();
+  for (int k = 0; k < kReaders; ++k) CHECK(good[static_cast<std::size_t>(k)] == kSlots);
+}
+
+TEST_CASE("a restarted writer continues the sequence, a second live writer is refused", "[shm]") {
+  TestSegment seg;
+  {
+    shm::Writer w(seg.name, writer_opts(8, 16, shm::Policy::latest));
+    w.publish(bytes("a"));
+    w.publish(bytes("b"));
+    CHECK(code_of([&] { shm::Writer w2(seg.name, {}); }) == 6);
+  }
+  CHECK(shm::inspect_segment(seg.name).ended);
+  shm::Writer w(seg.name, {});
+  CHECK(w.last_seq() == 2);
+  CHECK(w.publish(bytes("c")) == 3);
+  CHECK_FALSE(shm::inspect_segment(seg.name).ended);
+  // --create with another geometry is refused, with the same one it re-attaches.
+  std::string msg;
+  CHECK(code_of([&] { shm::Writer w3(seg.name, writer_opts(16, 16, shm::Policy::latest)); }, &msg) == 6);
+  CHECK_THAT(msg, Catch::Contains("exists with 8 slots"));
+}
+
+TEST_CASE("segments that are not plh, another version, corrupt or truncated are refused", "[shm]") {
+  TestSegment seg;
+  auto write_file = [&](const std::string& content) {
+    ::shm_unlink(("/plh." + seg.name).c_str());
+    const int fd = ::shm_open(("/plh." + seg.name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+    ::close(fd);
+  };
+  auto open_code = [&](std::string* msg) { return code_of([&] { shm::Reader r(seg.name, {}); }, msg); };
+  std::string msg;
+
+  write_file(std::string(4096, 'x'));
+  CHECK(open_code(&msg) == 6);
+  CHECK_THAT(msg, Catch::Contains("not a plh segment"));
+
+  write_file("PLHSHM02" + std::string(8192, '\0'));
+  CHECK(open_code(&msg) == 6);
+  CHECK_THAT(msg, Catch::Contains("version"));
+
+  // A real segment, then damaged in several ways.
+  auto fresh = [&] {
+    shm::remove_segment(seg.name);
+    shm::create_segment(seg.name, {{4, 64, shm::Policy::sequential, shm::Checksum::none}, 0600});
+  };
+  fresh();
+  {
+    RawMap m(seg.name);
+    std::uint32_t v = 7;
+    std::memcpy(m.p + 8, &v, 4);  // version field
+  }
+  CHECK(open_code(&msg) == 6);
+  fresh();
+  {
+    RawMap m(seg.name);
+    std::uint32_t huge = 0xffffffffu;
+    std::memcpy(m.p + 24, &huge, 4);  // slot_count
+  }
+  CHECK(open_code(&msg) == 1);
+  CHECK_THAT(msg, Catch::Contains("corrupted header"));
+  fresh();
+  {
+    RawMap m(seg.name);
+    std::uint32_t policy = 9;
+    std::memcpy(m.p + 52, &policy, 4);
+  }
+  CHECK(open_code(&msg) == 1);
+  fresh();
+  REQUIRE(::truncate(object_path(seg.name).c_str(), 8192 + 100) == 0);
+  CHECK(open_code(&msg) == 1);
+  CHECK_THAT(msg, Catch::Contains("truncated"));
+  REQUIRE(::truncate(object_path(seg.name).c_str(), 100) == 0);
+  CHECK(open_code(&msg) == 1);
+  CHECK(code_of([&] { shm::inspect_segment(seg.name); }) == 1);
+}
+
+TEST_CASE("a slot corrupted behind the writer's back is a checksum error, not data", "[shm]") {
+  for (auto c : {shm::Checksum::xxh3, shm::Checksum::blake2b}) {
+    TestSegment seg;
+    shm::Writer w(seg.name, writer_opts(8, 64, shm::Policy::sequential, c));
+    for (int i = 1; i <= 3; ++i) w.publish(bytes("payload-" + std::to_string(i)));
+    {
+      RawMap m(seg.name);
+      // Slot of seq 2 is index 1; its payload starts after the 128-byte metadata.
+      const std::size_t stride = 128 + 64;
+      m.p[shm::layout::kSlotsOffset + stride + 128 + 3] ^= std::byte{0x20};
+    }
+    shm::Reader r(seg.name, {});
+    CHECK(text(r.acquire(soon()).view) == "payload-1");
+    r.release();
+    try {
+      r.acquire(soon());
+      FAIL("no checksum error");
+    } catch (const shm::ChecksumError& e) {
+      CHECK(e.seq == 2);
+    }
+    CHECK(text(r.acquire(soon()).view) == "payload-3");
+    r.release();
+    CHECK(r.checksum_errors() == 1);
+  }
+}
+
+TEST_CASE("slot metadata out of bounds is refused, never read past the slot", "[shm]") {
+  TestSegment seg;
+  shm::Writer w(seg.name, writer_opts(4, 64, shm::Policy::sequential));
+  w.publish(bytes("x"));
+  {
+    RawMap m(seg.name);
+    std::uint32_t size = 1u << 30;
+    std::memcpy(m.p + shm::layout::kSlotsOffset + 16, &size, 4);
+  }
+  shm::Reader r(seg.name, {});
+  std::string msg;
+  CHECK(code_of([&] { r.acquire(soon()); }, &msg) == 1);
+  CHECK_THAT(msg, Catch::Contains("corrupt"));
+}
+
+TEST_CASE("an idle reader sleeps and wakes within milliseconds of a publish", "[shm]") {
+  TestSegment seg;
+  shm::Writer w(seg.name, writer_opts(4, 16, shm::Policy::sync));
+  shm::Reader r(seg.name, {});
+  std::atomic<bool> got{false};
+  std::thread t([&] {
+    auto res = r.acquire(soon());
+    got = res.status == shm::AcquireStatus::slot;
+  });
+  // The reader is asleep on the futex once data_waiters is raised.
+  RawMap m(seg.name);
+  auto* h = reinterpret_cast<shm::layout::Header*>(m.p);
+  REQUIRE(plh::test::eventually([&] { return h->data_waiters.load() > 0; }));
+  w.publish(bytes("wake"));
+  t.join();
+  CHECK(got.load());
+}
