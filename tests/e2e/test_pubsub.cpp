@@ -204,7 +204,7 @@ TEST_CASE("relays compose: plh-sub a | tr | plh-pub b, and a -f len relay", "[e2
   CHECK(r.out == "ABC\nXYZ\n\nLAST\n");
 }
 
-TEST_CASE("-n, -W and --wait", "[e2e][pubsub]") {
+TEST_CASE("count, timeout and waiting for a channel", "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
   SECTION("missing channel: exit 4 without --wait") {
@@ -446,9 +446,36 @@ TEST_CASE("with a CURVE broker the data plane is encrypted too", "[e2e][pubsub]"
   auto r = s.wait(30s);
   CHECK(r.code == 0);
   CHECK(r.out == seq_text(1000));
-  // The registered endpoint only speaks CURVE: a plain subscriber gets nothing.
-  auto info = ctl({"list", "--json"}, broker.endpoint, env);
-  (void)info;
+}
+
+TEST_CASE("with a CURVE broker the producer registers its data-plane public key", "[e2e][pubsub]") {
+  TempDir dir;
+  REQUIRE(run({PLH_CTL_BIN, "keygen", "--out", dir.file("broker")}).code == 0);
+  auto broker = fast_broker({"--curve-secret-file", dir.file("broker.key")});
+  auto env = env_for(broker);
+  env["PLH_BROKER_KEY"] = "@" + dir.file("broker.pub");
+  const auto ch = channel("secret");
+  auto p = Child::spawn({PLH_PUB_BIN, ch}, env);
+  nlohmann::json info;
+  REQUIRE(eventually(
+      [&] {
+        auto r = ctl({"info", ch, "--json"}, broker.endpoint, env);
+        if (r.code != 0) return false;
+        info = nlohmann::json::parse(r.out, nullptr, false);
+        return !info.is_discarded();
+      },
+      10s));
+  REQUIRE(info["pubkey"].is_string());
+  CHECK(info["pubkey"].get<std::string>().size() == 40);
+  // The data endpoint only speaks CURVE: a plain (unencrypted) subscriber gets nothing
+  // and does not count as a consumer.
+  auto plain = Child::spawn({PLH_SUB_BIN, "--connect", info["endpoint"].get<std::string>(), "-W", "1"});
+  p.write_stdin("visible only with the key\n");
+  auto r = plain.wait(10s);
+  CHECK(r.code == 3);
+  CHECK(r.out.empty());
+  p.close_stdin();
+  CHECK(p.wait(10s).code == 0);
 }
 
 TEST_CASE("heartbeats carry counters: plh-ctl stats shows the messages sent", "[e2e][pubsub]") {
@@ -463,7 +490,11 @@ TEST_CASE("heartbeats carry counters: plh-ctl stats shows the messages sent", "[
   CHECK(eventually(
       [&] {
         auto r = ctl({"stats", ch, "--json"}, broker.endpoint);
-        return r.code == 0 && r.out.find("100") != std::string::npos;
+        if (r.code != 0) return false;
+        auto j = nlohmann::json::parse(r.out.substr(0, r.out.find('\n')), nullptr, false);
+        if (j.is_discarded() || !j.contains("channels") || j["channels"].empty()) return false;
+        const auto& m = j["channels"][0]["metrics"];
+        return m.value("messages", 0) == 100 && m.value("bytes", 0) == 100;
       },
       10s));
   p.close_stdin();
