@@ -304,6 +304,7 @@ int run_subscriber(const SubOptions& o) {
     });
     nlohmann::json info;
     bool waiting_logged = false;
+    std::chrono::milliseconds poll_interval = 5ms;
     for (;;) {
       try {
         info = client->discover(o.channel);
@@ -332,7 +333,10 @@ int run_subscriber(const SubOptions& o) {
         if (!waiting_logged) spdlog::info("waiting for channel '{}'", o.channel);
         waiting_logged = true;
         if (timed_out()) throw TimeoutError("timed out waiting for channel '" + o.channel + "'");
-        if (!sleep_until(std::min(deadline, clock::now() + 200ms), {stop_fd(), -1})) return exit_code_for_stop();
+        // Poll soon at first (a publisher started together with us registers within
+        // milliseconds), then back off to 100 ms.
+        if (!sleep_until(std::min(deadline, clock::now() + poll_interval), {stop_fd(), -1})) return exit_code_for_stop();
+        poll_interval = std::min<std::chrono::milliseconds>(poll_interval * 2, 100ms);
       } catch (const RefusedError& e) {
         const std::string what = e.what();
         if (what.find("schema") != std::string::npos && what.find("'" + o.channel + "'") == std::string::npos &&
