@@ -186,7 +186,9 @@ int run_publisher(const PubOptions& o) {
   const WakeFds wake{stop_fd(), closing.fd()};
 
   auto finish = [&](std::uint64_t next_seq) {
-    pub.end_of_stream(next_seq, wake);
+    // Closed by an administrator: the broker tells the consumers itself; no end of
+    // stream, so they end with the reason rather than as if the data were complete.
+    if (closing.reason().empty()) pub.end_of_stream(next_seq, wake);
     if (client) {
       try {
         client->deregister_channel(o.channel);
@@ -215,13 +217,9 @@ int run_publisher(const PubOptions& o) {
   wire::FrameEncoder enc;
   std::uint64_t seq = 1, sent = 0, bytes = 0;
   const auto start = clock::now();
-  bool stopped_early = false;
   for (;;) {
     if (o.count && sent >= o.count) break;
-    if (stop_requested() || !closing.reason().empty()) {
-      stopped_early = true;
-      break;
-    }
+    if (stop_requested() || !closing.reason().empty()) break;
     if (!reader.has_buffered()) {
       // Wait for input, a signal or a broker notification; FrameReader then reads.
       struct pollfd fds[3] = {{o.in_fd, POLLIN, 0}, {stop_fd(), POLLIN, 0}, {closing.fd(), POLLIN, 0}};
@@ -245,10 +243,7 @@ int run_publisher(const PubOptions& o) {
       }
     }
     const std::uint32_t n = enc.count();
-    if (!pub.send(enc.finish(), wake)) {
-      stopped_early = true;
-      break;
-    }
+    if (!pub.send(enc.finish(), wake)) break;  // woken: stop or closing, see the loop top
     seq += n;
     sent += n;
     bytes += frame_bytes;
@@ -267,7 +262,7 @@ int run_publisher(const PubOptions& o) {
                  " bytes, %" PRIu64 " frames in %.3f s (%.0f msg/s)\n",
                  o.channel.c_str(), sent, bytes, pub.frames_sent(), secs, secs > 0 ? static_cast<double>(sent) / secs : 0.0);
   }
-  if (stopped_early && stop_requested()) return exit_code_for_stop();
+  if (stop_requested()) return exit_code_for_stop();
   if (!closing.reason().empty()) throw Error(ExitCode::failure, closing_message(o.channel, closing.reason()));
   return 0;
 }
