@@ -134,7 +134,7 @@ SchemaRef parse_schema(const std::string& text) {
 int run_publisher(const PubOptions& o) {
   install_stop_handlers();
   if (!o.channel.empty() || !o.no_broker) validate_channel_name(o.channel);
-  if (o.hwm < 0) throw UsageError("--hwm must not be negative");
+  if (o.hwm <= 0) throw UsageError("--hwm must be at least 1");
   if (o.rate < 0 || !std::isfinite(o.rate)) throw UsageError("--rate must be a positive number");
   if (o.wait_subscribers < 0) throw UsageError("--wait-subscribers must not be negative");
   const SchemaRef schema = parse_schema(o.schema);
@@ -274,7 +274,7 @@ int run_subscriber(const SubOptions& o) {
   install_stop_handlers();
   const bool direct = !o.connect.empty();
   if (!direct || !o.channel.empty()) validate_channel_name(o.channel);
-  if (o.hwm < 0) throw UsageError("--hwm must not be negative");
+  if (o.hwm <= 0) throw UsageError("--hwm must be at least 1");
   const SchemaRef schema = parse_schema(o.schema);
   if (direct && !schema.text.empty())
     spdlog::warn("--schema is not checked with --connect (no broker to ask)");
@@ -370,6 +370,15 @@ int run_subscriber(const SubOptions& o) {
                  secs > 0 ? static_cast<double>(received) / secs : 0.0);
   };
 
+  // Losses are reported as they happen (rate-limited); this last summary makes sure the
+  // total is never hidden behind the rate limit.
+  auto report_losses = [&] {
+    const auto& st = sub.stats();
+    if (st.gaps > 0)
+      spdlog::warn("channel '{}': {} message(s) missed in {} sequence gap(s)", o.channel, st.gaps, st.gap_events);
+    if (st.malformed > 0) spdlog::warn("channel '{}': {} malformed frame(s) skipped", o.channel, st.malformed);
+  };
+
   while (!done) {
     if (const auto* f = sub.try_receive()) {
       const auto& h = f->header;
@@ -395,6 +404,7 @@ int run_subscriber(const SubOptions& o) {
     // Nothing waiting: hand what we have to the next program before blocking.
     out.flush();
     if (stop_requested()) {
+      report_losses();
       print_stats();
       return exit_code_for_stop();
     }
@@ -406,10 +416,12 @@ int run_subscriber(const SubOptions& o) {
     }
     if (drain_until && clock::now() >= *drain_until) {
       if (reason == "producer_deregistered") break;
+      report_losses();
       print_stats();
       throw Error(ExitCode::failure, closing_message(o.channel, reason));
     }
     if (timed_out()) {
+      report_losses();
       print_stats();
       if (o.count)
         throw TimeoutError("timed out: received " + std::to_string(received) + " of " + std::to_string(o.count) +
@@ -426,6 +438,7 @@ int run_subscriber(const SubOptions& o) {
       drain_until = clock::now() + 300ms;  // still arriving: keep draining
   }
   out.flush();
+  report_losses();
   print_stats();
   return 0;
 }
