@@ -399,8 +399,11 @@ int run_subscriber(const SubOptions& o) {
       metrics->bytes.store(sub.stats().bytes, std::memory_order_relaxed);
       metrics->gaps.store(sub.stats().gaps, std::memory_order_relaxed);
       if (sub.ended()) done = true;
-      continue;
+      // A stream that never pauses must still end on a signal or at -W.
+      if (!done && (stop_requested() || (o.timeout && timed_out()))) out.flush();
+      else continue;
     }
+    if (done) break;
     // Nothing waiting: hand what we have to the next program before blocking.
     out.flush();
     if (stop_requested()) {

@@ -225,6 +225,9 @@ TEST_CASE("count, timeout and waiting for a channel", "[e2e][pubsub]") {
     auto r = run_shell("$SUB " + ch + " --wait -n 5 -W 20", 30s, env);
     CHECK(r.code == 0);
     CHECK(r.out == "y\ny\ny\ny\ny\n");
+    // -W also ends a stream that never pauses.
+    auto r2 = run_shell("$SUB " + ch + " -W 500ms > /dev/null", 30s, env);
+    CHECK(r2.code == 3);
     p.kill(SIGTERM);
     CHECK(p.wait(10s).code == 143);
   }
