@@ -258,11 +258,11 @@ void Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
   }
   // pipeline: PUSH hands each frame to one consumer; repeat the marker until every
   // consumer took one and hung up (plh-sub does), or the linger time is over.
-  for (;;) {
+  for (bool first = true;; first = false) {
     drain_events();
     if (peers_ <= 0) return;
     const int left = remaining_ms(deadline);
-    if (left == 0 || woken(wake)) {
+    if (!first && (left == 0 || woken(wake))) {
       spdlog::info("{} pipeline consumer(s) still attached after end of stream; closing", peers_);
       return;
     }

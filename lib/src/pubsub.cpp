@@ -188,7 +188,9 @@ int run_publisher(const PubOptions& o) {
   auto finish = [&](std::uint64_t next_seq) {
     // Closed by an administrator: the broker tells the consumers itself; no end of
     // stream, so they end with the reason rather than as if the data were complete.
-    if (closing.reason().empty()) pub.end_of_stream(next_seq, wake);
+    // Also after SIGINT/SIGTERM the marker is delivered (bounded by --linger; a second
+    // SIGINT exits at once).
+    if (closing.reason().empty()) pub.end_of_stream(next_seq, {-1, closing.fd()});
     if (client) {
       try {
         client->deregister_channel(o.channel);
