@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "plh/broker_client.hpp"
 #include "plh/error.hpp"
 #include "plh/framing.hpp"
 #include "plh/shm/data_block.hpp"
@@ -90,6 +91,14 @@ std::uint32_t get_u32(const std::byte* p) {
   return v;
 }
 
+std::unique_ptr<BrokerClient> connect_broker(const cli::BrokerOptions& o) {
+  BrokerClientConfig cfg;
+  cfg.endpoint = cli::resolve_broker_endpoint(o);
+  cfg.server_key = cli::resolve_broker_key(o);
+  cfg.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(o.timeout));
+  return std::make_unique<BrokerClient>(cfg);
+}
+
 void print_stdout(const std::string& text) {
   if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0) {
     if (errno == EPIPE) throw BrokenPipe();
@@ -124,6 +133,38 @@ int write(const WriteArgs& a) {
   if (chunk == 0) throw UsageError("--chunk-size must be at least 1 byte");
   Writer w(a.name, wo);
   const std::size_t slot_size = w.geometry().slot_size;
+  // Control plane only: the broker never sees the data.
+  std::unique_ptr<BrokerClient> broker;
+  std::shared_ptr<ChannelMetrics> metrics;
+  if (a.broker_register) {
+    broker = connect_broker(a.broker);
+    metrics = std::make_shared<ChannelMetrics>();
+    const std::string name = a.name;
+    broker->on_notification([name](const std::string& type, const nlohmann::json& body) {
+      if (type == "CHECKSUM_ERROR_REPORT")
+        spdlog::warn("a reader (pid {}) reported a checksum error in slot seq {} of '{}'",
+                     body.value("reader_pid", nlohmann::json(nullptr)).dump(),
+                     body.value("seq", nlohmann::json(nullptr)).dump(), name);
+      else if (type == "CHANNEL_CLOSING_NOTIFY")
+        spdlog::warn("the broker closed channel '{}' ({})", name, body.value("reason", nlohmann::json("")).dump());
+    });
+    ChannelRegistration reg;
+    reg.channel = a.name;
+    reg.transport = "shm";
+    reg.pattern = std::string(policy_name(w.geometry().policy));
+    reg.shm_name = "/plh." + a.name;
+    reg.metadata = {{"slots", w.geometry().slots},
+                    {"slot_size", w.geometry().slot_size},
+                    {"policy", policy_name(w.geometry().policy)},
+                    {"checksum", checksum_name(w.geometry().checksum)}};
+    broker->register_channel(reg, metrics);
+  }
+  auto count = [&](std::uint64_t msgs, std::uint64_t nbytes) {
+    if (metrics) {
+      metrics->messages.fetch_add(msgs, std::memory_order_relaxed);
+      metrics->bytes.fetch_add(nbytes, std::memory_order_relaxed);
+    }
+  };
   FrameReader in(STDIN_FILENO, fmt, std::min(chunk, slot_size), slot_size);
   if (a.wait_readers > 0 && !w.wait_for_readers(a.wait_readers)) return exit_code_for_stop();
 
@@ -137,13 +178,13 @@ int write(const WriteArgs& a) {
     // Pack what is already waiting into one slot: count, then (u32 length, bytes) records.
     if (batch && in.has_buffered() && 8 + m <= slot_size) {
       std::size_t off = 4;
-      std::uint32_t count = 0;
+      std::uint32_t count_in_slot = 0;
       bool carry = false;
       for (;;) {
         put_u32(buf.data() + off, static_cast<std::uint32_t>(msg->size()));
         std::memcpy(buf.data() + off + 4, msg->data(), msg->size());
         off += 4 + msg->size();
-        ++count;
+        ++count_in_slot;
         if (!in.has_buffered()) break;
         msg = in.next();
         if (!msg) break;
@@ -152,15 +193,17 @@ int write(const WriteArgs& a) {
           break;
         }
       }
-      put_u32(buf.data(), count);
+      put_u32(buf.data(), count_in_slot);
       w.end_publish(off, 0, type_hash, dims, layout::kSlotPacked);
-      messages += count;
+      count(count_in_slot, off - 4 - 4 * count_in_slot);
+      messages += count_in_slot;
       ++slots;
       if (!carry) msg = in.next();
       continue;
     }
     if (m) std::memcpy(buf.data(), msg->data(), m);
     w.end_publish(m, 0, type_hash, dims);
+    count(1, m);
     ++messages;
     ++slots;
     msg = in.next();
@@ -198,6 +241,13 @@ int read(const ReadArgs& a) {
     }
   }
   Reader& r = *reader;
+  std::unique_ptr<BrokerClient> broker;
+  std::shared_ptr<ChannelMetrics> metrics;
+  if (a.broker_register) {
+    broker = connect_broker(a.broker);
+    metrics = std::make_shared<ChannelMetrics>();
+    broker->register_consumer(a.name, std::nullopt, metrics);
+  }
   const bool copy = r.geometry().policy == Policy::latest;  // the writer may overwrite a held slot
   FrameWriter out(STDOUT_FILENO, fmt, a.line_buffered || ::isatty(STDOUT_FILENO));
   std::vector<std::byte> local;
@@ -244,6 +294,13 @@ int read(const ReadArgs& a) {
         }
       } catch (const ChecksumError& e) {
         report(e.what());
+        if (broker)
+          broker->send("CHECKSUM_ERROR_REPORT", {{"channel", a.name},
+                                                 {"shm_name", "/plh." + a.name},
+                                                 {"seq", e.seq},
+                                                 {"checksum", checksum_name(r.geometry().checksum)},
+                                                 {"reader_pid", ::getpid()},
+                                                 {"reader_hostname", hostname()}});
         continue;
       }
       const std::byte* data = view->data;
@@ -286,6 +343,11 @@ int read(const ReadArgs& a) {
         done = a.count && messages >= a.count;
       }
       if (!copy) r.release();
+      if (metrics) {
+        metrics->messages.store(messages, std::memory_order_relaxed);
+        metrics->bytes.store(bytes, std::memory_order_relaxed);
+        metrics->gaps.store(r.skipped(), std::memory_order_relaxed);
+      }
       if (done) return finish(0);
     }
   } catch (const BrokenPipe&) {

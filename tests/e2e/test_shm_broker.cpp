@@ -1,0 +1,98 @@
+// plh-shm with --broker-register against a real plh-broker.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "plh/shm/data_block.hpp"
+#include "plh/shm/layout.hpp"
+#include "process.hpp"
+
+using namespace std::chrono_literals;
+using plh::test::Child;
+
+#if defined(PLH_BROKER_BIN) && defined(PLH_CTL_BIN)
+
+namespace {
+
+struct Broker {
+  Child child = Child::spawn({PLH_BROKER_BIN, "--endpoint", "tcp://127.0.0.1:0", "--heartbeat-interval", "100ms"});
+  std::string endpoint;
+  Broker() {
+    const auto line = child.read_line(10s);
+    REQUIRE(line);
+    endpoint = nlohmann::json::parse(*line).at("endpoint").get<std::string>();
+  }
+};
+
+nlohmann::json list(const std::string& endpoint) {
+  const auto r = plh::test::run({PLH_CTL_BIN, "list", "--json", "--broker", endpoint});
+  REQUIRE(r.code == 0);
+  return nlohmann::json::parse(r.out);
+}
+
+const nlohmann::json* find_channel(const nlohmann::json& l, const std::string& name) {
+  for (const auto& c : l.at("channels"))
+    if (c.at("channel") == name) return &c;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("shm --broker-register: the segment is a channel with transport shm, checksum errors reach the writer",
+          "[shm][e2e][broker]") {
+  Broker broker;
+  const std::string name = "shmb" + plh::test::unique_suffix();
+  struct Cleanup {
+    std::string n;
+    ~Cleanup() { plh::shm::remove_segment(n); }
+  } cleanup{name};
+
+  Child writer = Child::spawn({PLH_SHM_BIN, "write", name, "--create", "--slots", "8", "--slot-size", "64",
+                               "--checksum", "xxh3", "--no-batch", "--broker-register", "--broker", broker.endpoint});
+  writer.write_stdin("one\ntwo\nthree\n");
+  nlohmann::json channel;
+  REQUIRE(plh::test::eventually([&] {
+    const auto l = list(broker.endpoint);
+    const auto* c = find_channel(l, name);
+    if (c) channel = *c;
+    return c != nullptr && c->at("metrics").at("messages") == 3;
+  }));
+  CHECK(channel["transport"] == "shm");
+  CHECK(channel["shm_name"] == "/plh." + name);
+  CHECK(channel["metadata"]["slots"] == 8);
+  CHECK(channel["producer"]["pid"] == writer.pid());
+
+  // Corrupt slot 2 behind the writer's back; a registered reader reports it.
+  {
+    const int fd = ::open(("/dev/shm/plh." + name).c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    const char c = 'X';
+    REQUIRE(::pwrite(fd, &c, 1, static_cast<off_t>(plh::shm::layout::kSlotsOffset + (128 + 64) + 128)) == 1);
+    ::close(fd);
+  }
+  const auto r = plh::test::run({PLH_SHM_BIN, "read", name, "-n", "2", "--broker-register", "--broker",
+                                 broker.endpoint});
+  CHECK(r.out == "one\nthree\n");
+  CHECK_THAT(r.err, Catch::Contains("checksum mismatch"));
+  writer.close_stdin();
+  const auto w = writer.wait(10s);
+  CHECK(w.code == 0);
+  CHECK_THAT(w.err, Catch::Contains("reported a checksum error in slot seq 2"));
+  // Deregistered at exit.
+  CHECK(find_channel(list(broker.endpoint), name) == nullptr);
+}
+
+TEST_CASE("shm --broker-register with no broker is exit 5 before any data is taken", "[shm][e2e][broker]") {
+  const std::string name = "shmb" + plh::test::unique_suffix();
+  const auto r = plh::test::run({PLH_SHM_BIN, "write", name, "--create", "--broker-register", "--broker",
+                                 "tcp://127.0.0.1:1", "--broker-timeout", "300ms"},
+                                "data\n");
+  plh::shm::remove_segment(name);
+  CHECK(r.code == 5);
+  CHECK_THAT(r.err, Catch::StartsWith("plh-shm: error: "));
+}
+
+#endif
