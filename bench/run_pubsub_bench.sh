@@ -14,12 +14,13 @@
 # both tools start together) until every process of the run has exited (mosquitto_sub
 # never exits on its own: until the end marker reached its output), and its output is
 # compared with its input (cmp). Then a one-way latency run: 64-byte lines at 1 kHz for
-# LAT_SECONDS through plh-pub → plh-sub (and through the raw libzmq pair for reference),
+# LAT_SECONDS through plh-pub -> plh-sub (and through the raw libzmq pair for reference),
 # timestamps from CLOCK_MONOTONIC in the line itself (bench/pubsub_latency.cpp).
 #
 # Usage: bench/run_pubsub_bench.sh [BUILD_DIR]      (default: ./build; a Release or
 #        RelWithDebInfo build without sanitizers)
-# Env:   LINES (1000000), MQTT_LINES (100000), LAT_SECONDS (5), RUN_TIMEOUT (120 s),
+# Env:   LINES (1000000), MQTT_LINES (100000), LAT_SECONDS (5), REPEAT (3 runs per tool,
+#        the table shows the median), RUN_TIMEOUT (120 s per process),
 #        KEEP=1 keeps the work directory.
 set -uo pipefail
 
@@ -31,6 +32,7 @@ PY=/usr/bin/python3
 LINES=${LINES:-1000000}
 MQTT_LINES=${MQTT_LINES:-100000}
 LAT_SECONDS=${LAT_SECONDS:-5}
+REPEAT=${REPEAT:-3}
 RUN_TIMEOUT=${RUN_TIMEOUT:-120}
 
 WORK=$(mktemp -d /tmp/plh-pubsub-bench.XXXXXX)
@@ -88,9 +90,17 @@ EOF
 head -n "$MQTT_LINES" "$INPUT" > "$WORK/input_mqtt.txt"
 log "input: $LINES lines of 42 bytes ($(stat -c %s "$INPUT") bytes) in $INPUT"
 
-ROWS=()        # "tool|lines|seconds|status"
-RAW_RATE=""
-add_row() { ROWS+=("$1|$2|$3|$4"); log "$1: $2 lines in $3 s ($4)"; }
+# Results: every run of a tool adds its seconds; the table shows the median per tool.
+ORDER=()
+declare -A LINES_OF TIMES STATUS
+add_row() {  # add_row TOOL LINES SECONDS STATUS
+  log "$1: $2 lines in $3 s ($4)"
+  [[ -v "LINES_OF[$1]" ]] || ORDER+=("$1")
+  LINES_OF[$1]=$2
+  [[ $3 != - ]] && TIMES[$1]="${TIMES[$1]:-} $3"
+  if [[ ${STATUS[$1]:-ok} == ok ]]; then STATUS[$1]=$4; fi
+}
+median() { tr ' ' '\n' <<< "$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 verify() {  # verify EXPECTED ACTUAL → "ok" or a reason
   if cmp -s "$1" "$2"; then echo ok; else echo "OUTPUT DIFFERS ($(wc -l < "$2") of $(wc -l < "$1") lines)"; fi
@@ -126,8 +136,10 @@ if [[ -x "$BIN/plh-broker" && -x "$BIN/plh-pub" && -x "$BIN/plh-sub" ]]; then
   if ready=$(first_line "$WORK/broker.out"); then
     BROKER=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["endpoint"])' "$ready")
     log "plh-broker ready at $BROKER"
-    run_plh "plh (pubsub)"
-    run_plh "plh (pipeline)" --pattern pipeline
+    for ((rep = 0; rep < REPEAT; rep++)); do
+      run_plh "plh (pubsub)"
+      run_plh "plh (pipeline)" --pattern pipeline
+    done
   else
     log "plh-broker printed no ready line: $(tail -n 3 "$WORK/broker.err")"
     add_row "plh (pubsub)" "$LINES" "-" "broker did not start"
@@ -166,15 +178,17 @@ run_pair() {  # run_pair LABEL LINES INPUT RECV_CMD... -- SEND_CMD...  (ENDPOINT
   add_row "$label" "$n" "$(elapsed "$t0" "$t1")" "$status"
 }
 
-run_pair "raw libzmq (C++)" "$LINES" "$INPUT" "$BIN/zmq_raw_pair" pull ENDPOINT OUTFILE -- \
-  "$BIN/zmq_raw_pair" push ENDPOINT INFILE
-IFS='|' read -r _ n s st <<< "${ROWS[-1]}"
-[[ $st == ok ]] && RAW_RATE=$(awk -v n="$n" -v s="$s" 'BEGIN { printf "%.0f", n / s }')
+for ((rep = 0; rep < REPEAT; rep++)); do
+  run_pair "raw libzmq (C++)" "$LINES" "$INPUT" "$BIN/zmq_raw_pair" pull ENDPOINT OUTFILE -- \
+    "$BIN/zmq_raw_pair" push ENDPOINT INFILE
+done
 
 # ---------------------------------------------------------------- c) pyzmq
 if "$PY" -c 'import zmq' 2>/dev/null; then
-  run_pair "pyzmq (python3)" "$LINES" "$INPUT" "$PY" "$HERE/pyzmq_relay.py" recv ENDPOINT OUTFILE -- \
-    "$PY" "$HERE/pyzmq_relay.py" send ENDPOINT INFILE
+  for ((rep = 0; rep < REPEAT; rep++)); do
+    run_pair "pyzmq (python3)" "$LINES" "$INPUT" "$PY" "$HERE/pyzmq_relay.py" recv ENDPOINT OUTFILE -- \
+      "$PY" "$HERE/pyzmq_relay.py" send ENDPOINT INFILE
+  done
 else
   add_row "pyzmq (python3)" "$LINES" "-" "skipped: /usr/bin/python3 has no zmq module"
 fi
@@ -183,7 +197,8 @@ fi
 run_mosquitto() {
   local port out=$WORK/mqtt_out.txt in=$WORK/input_mqtt.txt i
   port=$(free_port)
-  mosquitto -p "$port" > "$WORK/mosquitto.log" 2>&1 & PIDS+=("$!")
+  mosquitto -p "$port" > "$WORK/mosquitto.log" 2>&1 & local mp=$!
+  PIDS+=("$mp")
   for ((i = 0; i < 200; i++)); do
     mosquitto_pub -p "$port" -t bench/probe -m x 2>/dev/null && break
     sleep 0.02
@@ -202,12 +217,12 @@ run_mosquitto() {
   # mosquitto_sub runs forever: the run ends when the end marker reached its output.
   until [[ "$(tail -n 1 "$out")" == __end__ ]] || ((SECONDS >= deadline)); do sleep 0.002; done
   t1=$(now)
-  kill "$sp" 2>/dev/null; wait "$sp" 2>/dev/null
+  kill "$sp" "$mp" 2>/dev/null; wait "$sp" "$mp" 2>/dev/null
   grep -v '^__ready__$' "$out" | grep -v '^__end__$' > "$out.data"
   add_row "mosquitto (MQTT QoS 0)" "$MQTT_LINES" "$(elapsed "$t0" "$t1")" "$(verify "$in" "$out.data")"
 }
 if command -v mosquitto >/dev/null && command -v mosquitto_pub >/dev/null; then
-  run_mosquitto
+  for ((rep = 0; rep < REPEAT; rep++)); do run_mosquitto; done
 else
   add_row "mosquitto (MQTT QoS 0)" "$MQTT_LINES" "-" "skipped: mosquitto not installed"
 fi
@@ -218,9 +233,9 @@ if [[ -n "$BROKER" ]]; then
   lch="bench.latency$RANDOM"
   if r=$(PLH_BROKER=$BROKER "$BIN/pubsub_latency" --seconds "$LAT_SECONDS" --rate 1000 --size 64 \
         --sub "'$BIN/plh-sub' --wait $lch" --pub "'$BIN/plh-pub' -w 1 $lch" 2> "$WORK/lat_plh.err"); then
-    LAT_ROWS+=("plh-pub → plh-sub|$r")
+    LAT_ROWS+=("plh-pub -> plh-sub|$r")
   else
-    LAT_ROWS+=("plh-pub → plh-sub|FAILED: $r $(tail -n 2 "$WORK/lat_plh.err" | tr '\n' ' ')")
+    LAT_ROWS+=("plh-pub -> plh-sub|FAILED: $r $(tail -n 2 "$WORK/lat_plh.err" | tr '\n' ' ')")
   fi
 fi
 ep="tcp://127.0.0.1:$(free_port)"
@@ -233,11 +248,18 @@ fi
 
 # ---------------------------------------------------------------- report
 echo
-echo "Throughput, 42-byte lines over loopback tcp, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "Throughput, 42-byte lines over loopback tcp, $(nproc) CPUs, median of $REPEAT runs, $(date -u +%Y-%m-%dT%H:%MZ)"
 printf '%-24s %9s %9s %12s %10s  %s\n' tool lines seconds lines/s "vs raw zmq" check
-for row in "${ROWS[@]}"; do
-  IFS='|' read -r tool n s st <<< "$row"
-  if [[ $s == - ]]; then
+RAW="raw libzmq (C++)"
+RAW_RATE=""
+if [[ ${STATUS[$RAW]:-} == ok ]]; then
+  RAW_RATE=$(awk -v n="${LINES_OF[$RAW]}" -v s="$(median "${TIMES[$RAW]}")" 'BEGIN { printf "%.0f", n / s }')
+fi
+for tool in "${ORDER[@]}"; do
+  n=${LINES_OF[$tool]}
+  st=${STATUS[$tool]}
+  s=$(median "${TIMES[$tool]:-}")
+  if [[ -z $s ]]; then
     printf '%-24s %9s %9s %12s %10s  %s\n' "$tool" "$n" - - - "$st"
     continue
   fi

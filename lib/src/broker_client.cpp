@@ -66,7 +66,7 @@ struct BrokerClient::Impl {
   struct Pending {
     bool done = false;
     std::string type;
-    json body;
+    std::string text;     // the reply body, already checked to be valid JSON
     std::string refused;  // handshake failure reason
   };
   struct ProducerState {
@@ -354,16 +354,17 @@ struct BrokerClient::Impl {
       spdlog::debug("ignored a message from the broker with {} frames", count);
       return;
     }
-    json body = json::parse(body_text, nullptr, false);
-    if (body.is_discarded() || !body.is_object()) {
+    // One validating pass without building a tree: replies can be several MiB (LIST_ACK).
+    const p::JsonScan scan = p::scan_json(body_text);
+    if (!scan.ok || !scan.is_object) {
       spdlog::debug("ignored a {} from the broker whose body is not a JSON object", printable(type));
       return;
     }
-    auto corr_it = body.find("corr");
-    if (corr_it != body.end() && corr_it->is_string()) {
-      const std::string corr = corr_it->get<std::string>();
+    const std::string_view corr_raw = scan.member("corr");
+    if (corr_raw.size() >= 2 && corr_raw.front() == '"') {
+      const std::string corr(corr_raw.substr(1, corr_raw.size() - 2));  // ours never need unescaping
       if (corr.rfind("hb:", 0) == 0 || corr.rfind("rr:", 0) == 0) {
-        on_internal_reply(corr, type, body);
+        on_internal_reply(corr, type, json::parse(body_text, nullptr, false));
         return;
       }
       std::lock_guard lk(mu);
@@ -371,12 +372,14 @@ struct BrokerClient::Impl {
       if (it != pending.end()) {
         it->second->done = true;
         it->second->type = std::move(type);
-        it->second->body = std::move(body);
+        it->second->text = std::move(body_text);
         pending.erase(it);
         cv.notify_all();
       }
       return;  // late reply to a request that timed out
     }
+    json body = json::parse(body_text, nullptr, false);
+    if (!body.is_object()) return;
     on_notification(type, body);
   }
 
@@ -498,7 +501,9 @@ struct BrokerClient::Impl {
 
   // ---- caller side ----
 
-  json request(const std::string& type, json body) {
+  // Sends and waits; throws for no reply, a refused handshake, an ERROR reply, or a reply
+  // of the wrong type. Returns the reply body text (valid JSON).
+  std::string exchange(const std::string& type, json body) {
     if (!body.is_object()) throw Error(ExitCode::failure, "request body must be a JSON object");
     auto pend = std::make_shared<Pending>();
     std::string corr;
@@ -523,14 +528,19 @@ struct BrokerClient::Impl {
       }
     }
     if (!pend->refused.empty()) throw RefusedError(pend->refused);
-    if (pend->type == p::kError) p::throw_error_reply(type, pend->body);
+    if (pend->type == p::kError) p::throw_error_reply(type, json::parse(pend->text, nullptr, false));
     const auto expected = p::ack_type_for(type);
     if (!expected.empty() && pend->type != expected)
       throw Error(ExitCode::failure, "unexpected reply '" + printable(pend->type) + "' to " + type);
-    auto st = pend->body.find("status");
-    if (st == pend->body.end() || !st->is_string() || st->get<std::string>() != "ok")
-      throw Error(ExitCode::failure, "malformed " + std::string(expected) + " from the broker: no \"status\":\"ok\"");
-    return std::move(pend->body);
+    return std::move(pend->text);
+  }
+
+  json request(const std::string& type, json body) {
+    json reply = json::parse(exchange(type, std::move(body)), nullptr, false);
+    auto st = reply.is_object() ? reply.find("status") : reply.end();
+    if (!reply.is_object() || st == reply.end() || !st->is_string() || st->get<std::string>() != "ok")
+      throw Error(ExitCode::failure, "malformed reply to " + type + " from the broker: no \"status\":\"ok\"");
+    return reply;
   }
 
   void adopt_interval(const json& ack) {
@@ -574,6 +584,14 @@ BrokerClient::~BrokerClient() {
 }
 
 json BrokerClient::request(const std::string& type, json body) { return impl_->request(type, std::move(body)); }
+
+std::string BrokerClient::request_raw(const std::string& type, json body) {
+  std::string text = impl_->exchange(type, std::move(body));
+  const auto scan = p::scan_json(text);
+  if (!scan.ok || !scan.is_object || scan.member("status") != "\"ok\"")
+    throw Error(ExitCode::failure, "malformed reply to " + type + " from the broker: no \"status\":\"ok\"");
+  return text;
+}
 
 json BrokerClient::register_channel(const ChannelRegistration& reg, std::shared_ptr<ChannelMetrics> metrics) {
   validate_channel_name(reg.channel);

@@ -11,6 +11,7 @@
 
 #include "plh/curve.hpp"
 #include "plh/error.hpp"
+#include "plh/protocol.hpp"
 #include "plh/signals.hpp"
 #include "plh/text.hpp"
 
@@ -158,12 +159,27 @@ std::string format_table(const std::vector<std::vector<std::string>>& rows) {
 
 int list(const BrokerClientConfig& cfg, bool as_json, std::FILE* out) {
   BrokerClient client(cfg);
-  json ack = client.request("LIST_REQ", json::object());
-  json channels = channels_of(ack);
   if (as_json) {
-    emit_json(out, json{{"broker", cfg.endpoint}, {"count", channels.size()}, {"channels", std::move(channels)}});
+    // Pass the (validated) channel array through: 10,000 channels are several MiB.
+    const std::string text = client.request_raw("LIST_REQ", json::object());
+    const auto scan = protocol::scan_json(text);
+    const std::string_view channels = scan.member("channels"), count = scan.member("count");
+    if (channels.empty() || channels.front() != '[' || count.empty())
+      throw Error(ExitCode::failure, "malformed LIST_ACK from the broker: no channels array");
+    std::string doc;
+    doc.reserve(channels.size() + cfg.endpoint.size() + 64);
+    doc += "{\"broker\":";
+    protocol::append_json_string(doc, cfg.endpoint);
+    doc += ",\"count\":";
+    doc += count;
+    doc += ",\"channels\":";
+    doc += channels;
+    doc += "}\n";
+    emit(out, doc);
     return 0;
   }
+  json ack = client.request("LIST_REQ", json::object());
+  json channels = channels_of(ack);
   std::vector<std::vector<std::string>> rows;
   rows.reserve(channels.size() + 1);
   rows.push_back({"CHANNEL", "TRANSPORT", "PATTERN", "PRODUCER", "CONSUMERS", "SCHEMA", "STATE", "AGE"});

@@ -97,3 +97,253 @@ void throw_error_reply(std::string_view request_type, const json& body) {
 }
 
 }  // namespace plh::protocol
+
+namespace plh::protocol {
+
+namespace {
+
+class Scanner {
+ public:
+  Scanner(std::string_view t, int max_depth) : p_(t.data()), end_(t.data() + t.size()), max_depth_(max_depth) {}
+
+  bool run(JsonScan& out) {
+    ws();
+    if (p_ < end_ && *p_ == '{') {
+      out.is_object = true;
+      if (!object(0, &out.members)) return fail(out);
+    } else if (!value(0)) {
+      return fail(out);
+    }
+    ws();
+    if (p_ != end_) {
+      error_ = "trailing characters after the JSON value";
+      return fail(out);
+    }
+    out.ok = true;
+    return true;
+  }
+
+ private:
+  bool fail(JsonScan& out) {
+    out.ok = false;
+    out.members.clear();
+    out.error = error_.empty() ? "invalid JSON" : error_;
+    return false;
+  }
+  bool bad(const char* why) {
+    if (error_.empty()) error_ = why;
+    return false;
+  }
+  void ws() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+  bool value(int depth) {
+    if (depth > max_depth_) return bad("JSON nested too deeply");
+    if (p_ >= end_) return bad("unexpected end of JSON");
+    switch (*p_) {
+      case '{': return object(depth, nullptr);
+      case '[': return array(depth);
+      case '"': return string();
+      case 't': return literal("true");
+      case 'f': return literal("false");
+      case 'n': return literal("null");
+      default: return number();
+    }
+  }
+  bool literal(std::string_view word) {
+    if (static_cast<std::size_t>(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word)
+      return bad("invalid literal");
+    p_ += word.size();
+    return true;
+  }
+  static bool digit(char c) { return c >= '0' && c <= '9'; }
+  bool number() {
+    if (p_ < end_ && *p_ == '-') ++p_;
+    if (p_ >= end_) return bad("invalid number");
+    if (*p_ == '0') {
+      ++p_;
+    } else if (digit(*p_)) {
+      while (p_ < end_ && digit(*p_)) ++p_;
+    } else {
+      return bad("invalid value");
+    }
+    if (p_ < end_ && *p_ == '.') {
+      ++p_;
+      if (p_ >= end_ || !digit(*p_)) return bad("invalid number");
+      while (p_ < end_ && digit(*p_)) ++p_;
+    }
+    if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
+      ++p_;
+      if (p_ < end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+      if (p_ >= end_ || !digit(*p_)) return bad("invalid number");
+      while (p_ < end_ && digit(*p_)) ++p_;
+    }
+    return true;
+  }
+  static int hex(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+  bool string() {
+    ++p_;  // opening quote
+    for (;;) {
+      // Fast path over plain ASCII.
+      while (p_ < end_) {
+        const auto c = static_cast<unsigned char>(*p_);
+        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80) break;
+        ++p_;
+      }
+      if (p_ >= end_) return bad("unterminated string");
+      const auto c = static_cast<unsigned char>(*p_);
+      if (c == '"') {
+        ++p_;
+        return true;
+      }
+      if (c < 0x20) return bad("control character in string");
+      if (c == '\\') {
+        if (end_ - p_ < 2) return bad("unterminated string");
+        const char e = p_[1];
+        if (e == 'u') {
+          if (end_ - p_ < 6) return bad("invalid \\u escape");
+          for (int i = 2; i < 6; ++i)
+            if (hex(p_[i]) < 0) return bad("invalid \\u escape");
+          p_ += 6;
+        } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't') {
+          p_ += 2;
+        } else {
+          return bad("invalid escape in string");
+        }
+        continue;
+      }
+      // UTF-8 multi-byte sequence.
+      int len = 0;
+      std::uint32_t cp = 0;
+      if ((c & 0xE0) == 0xC0) {
+        len = 2;
+        cp = c & 0x1F;
+      } else if ((c & 0xF0) == 0xE0) {
+        len = 3;
+        cp = c & 0x0F;
+      } else if ((c & 0xF8) == 0xF0) {
+        len = 4;
+        cp = c & 0x07;
+      } else {
+        return bad("invalid UTF-8 in string");
+      }
+      if (end_ - p_ < len) return bad("invalid UTF-8 in string");
+      for (int i = 1; i < len; ++i) {
+        const auto cc = static_cast<unsigned char>(p_[i]);
+        if ((cc & 0xC0) != 0x80) return bad("invalid UTF-8 in string");
+        cp = (cp << 6) | (cc & 0x3F);
+      }
+      if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+          (cp >= 0xD800 && cp <= 0xDFFF))
+        return bad("invalid UTF-8 in string");
+      p_ += len;
+    }
+  }
+  bool array(int depth) {
+    ++p_;
+    ws();
+    if (p_ < end_ && *p_ == ']') {
+      ++p_;
+      return true;
+    }
+    for (;;) {
+      ws();
+      if (!value(depth + 1)) return false;
+      ws();
+      if (p_ >= end_) return bad("unterminated array");
+      if (*p_ == ',') {
+        ++p_;
+        continue;
+      }
+      if (*p_ == ']') {
+        ++p_;
+        return true;
+      }
+      return bad("expected ',' or ']'");
+    }
+  }
+  bool object(int depth, std::vector<std::pair<std::string_view, std::string_view>>* members) {
+    ++p_;
+    ws();
+    if (p_ < end_ && *p_ == '}') {
+      ++p_;
+      return true;
+    }
+    for (;;) {
+      ws();
+      if (p_ >= end_ || *p_ != '"') return bad("expected a member name");
+      const char* key_start = p_ + 1;
+      if (!string()) return false;
+      const std::string_view key(key_start, static_cast<std::size_t>(p_ - 1 - key_start));
+      ws();
+      if (p_ >= end_ || *p_ != ':') return bad("expected ':'");
+      ++p_;
+      ws();
+      const char* v_start = p_;
+      if (!value(depth + 1)) return false;
+      if (members) members->emplace_back(key, std::string_view(v_start, static_cast<std::size_t>(p_ - v_start)));
+      ws();
+      if (p_ >= end_) return bad("unterminated object");
+      if (*p_ == ',') {
+        ++p_;
+        continue;
+      }
+      if (*p_ == '}') {
+        ++p_;
+        return true;
+      }
+      return bad("expected ',' or '}'");
+    }
+  }
+
+  const char* p_;
+  const char* end_;
+  int max_depth_;
+  std::string error_;
+};
+
+}  // namespace
+
+std::string_view JsonScan::member(std::string_view key) const noexcept {
+  for (const auto& [k, v] : members)
+    if (k == key) return v;
+  return {};
+}
+
+JsonScan scan_json(std::string_view text, int max_depth) {
+  JsonScan out;
+  Scanner(text, max_depth).run(out);
+  return out;
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char hexd[] = "0123456789abcdef";
+  out += '"';
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out += hexd[c >> 4];
+        out += hexd[c & 15];
+    }
+  }
+  out.append(s.data() + run, s.size() - run);
+  out += '"';
+}
+
+}  // namespace plh::protocol

@@ -69,6 +69,9 @@ class BrokerClient {
   // Any request with a reply ("X_REQ" -> "X_ACK"); returns the validated ACK body
   // (a JSON object with "status":"ok"). Adds "corr" to the body.
   nlohmann::json request(const std::string& type, nlohmann::json body);
+  // The same, returning the reply body as text (checked: valid JSON, an object with
+  // "status":"ok") without building a tree; for passing large replies through.
+  std::string request_raw(const std::string& type, nlohmann::json body);
 
   // Producer: REG_REQ (producer_pid/hostname filled in). Remembered and re-sent after a
   // broker restart; heartbeats (role producer) at the interval from REG_ACK, carrying

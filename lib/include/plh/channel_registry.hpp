@@ -87,6 +87,7 @@ class ChannelRegistry {
     SteadyTime registered{};
     std::int64_t registered_ns = 0;
     std::string disc_prefix;  // DISC_ACK body without consumer_count/corr and the closing brace
+    std::string list_prefix;  // the static fields of a LIST_ACK entry, from '{' up to a trailing ','
   };
 
   void on_reg(std::string_view id, const nlohmann::json& req, SteadyTime now, std::vector<Outbound>& out);
@@ -106,9 +107,9 @@ class ChannelRegistry {
   void close_channel(std::unordered_map<std::string, Channel>::iterator it, std::string_view reason,
                      std::string_view detail, bool tell_producer, std::vector<Outbound>& out);
   bool peer_is_dead(const Peer& p) const;
-  nlohmann::json describe(const Channel& ch, SteadyTime now) const;
+  void append_description(std::string& out, const Channel& ch, SteadyTime now) const;
   static void update_metrics(Peer& p, const nlohmann::json& metrics, SteadyTime now);
-  static void rebuild_disc_prefix(Channel& ch, std::chrono::milliseconds interval);
+  static void rebuild_prefixes(Channel& ch, std::chrono::milliseconds interval);
 
   RegistryConfig config_;
   SteadyTime started_;

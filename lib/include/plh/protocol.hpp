@@ -19,6 +19,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "plh/error.hpp"
 
@@ -88,6 +90,23 @@ std::int64_t require_pid(const nlohmann::json& obj, const char* key);
 std::optional<std::uint64_t> optional_u64(const nlohmann::json& obj, const char* key);
 // A channel name valid by the SPEC grammar.
 const std::string& require_channel(const nlohmann::json& obj, const char* key = "channel");
+
+// One pass over JSON text without building a tree (for multi-MiB replies such as a
+// LIST_ACK of 10,000 channels that a tool passes through): checks that `text` is exactly
+// one valid JSON value (RFC 8259, UTF-8, nesting at most max_depth) and, when it is an
+// object, records the raw text of each top-level member's value.
+struct JsonScan {
+  bool ok = false;
+  bool is_object = false;
+  std::string error;  // when !ok
+  std::vector<std::pair<std::string_view, std::string_view>> members;  // raw key (no quotes) -> raw value
+  // Raw value text of a top-level member, or empty when absent.
+  std::string_view member(std::string_view key) const noexcept;
+};
+JsonScan scan_json(std::string_view text, int max_depth = 256);
+
+// Appends `s` as a JSON string literal (quotes, escapes; `s` must be valid UTF-8).
+void append_json_string(std::string& out, std::string_view s);
 
 // {"status":"error","error_code":code,"message":message}
 nlohmann::json error_body(std::string_view code, std::string_view message);
