@@ -1,0 +1,99 @@
+#pragma once
+// The data-plane wire format (SPEC "Data-plane wire format"): every ZeroMQ message is a
+// single frame holding a 32-byte little-endian header and the payload.
+//
+//   offset type field
+//   0      u32  magic 0x31484C50 ("PLH1")
+//   4      u32  flags: bit 0 end of stream, bit 1 batch
+//   8      u64  seq of the (first) message
+//   16     i64  ts_ns (CLOCK_REALTIME when published)
+//   24     u32  count (1 unless batch; 0 on an end-of-stream marker)
+//   28     u32  reserved, 0
+//
+// A batch payload is `count` records, each a u32 little-endian length and that many bytes.
+// FrameEncoder builds frames without allocating in steady state; decode_frame() checks
+// every field and every record against the frame end before handing out any message,
+// so a hostile frame is reported as malformed and never read out of bounds.
+// Neither type is thread-safe; use one per thread.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace plh::wire {
+
+inline constexpr std::uint32_t kMagic = 0x31484C50;  // "PLH1" little endian
+inline constexpr std::size_t kHeaderSize = 32;
+inline constexpr std::uint32_t kFlagEndOfStream = 1u << 0;
+inline constexpr std::uint32_t kFlagBatch = 1u << 1;
+inline constexpr std::size_t kRecordPrefix = 4;
+
+struct Header {
+  std::uint32_t magic = kMagic;
+  std::uint32_t flags = 0;
+  std::uint64_t seq = 0;
+  std::int64_t ts_ns = 0;
+  std::uint32_t count = 0;
+  std::uint32_t reserved = 0;
+
+  bool end_of_stream() const { return (flags & kFlagEndOfStream) != 0; }
+  bool batch() const { return (flags & kFlagBatch) != 0; }
+};
+
+// Writes the 32 header bytes (little endian) to out.
+void write_header(char* out, const Header& h);
+// Reads 32 header bytes (no validation).
+Header read_header(const char* in);
+
+// One single-message frame: header (count 1, no batch flag) + payload.
+std::string encode_single(std::uint64_t seq, std::int64_t ts_ns, std::string_view payload);
+// End-of-stream marker: flag EOS, count 0, seq = the seq the next message would have had
+// (so a receiver knows how many were sent), empty payload.
+std::string encode_end_of_stream(std::uint64_t next_seq, std::int64_t ts_ns);
+
+// Accumulates messages into one frame. With one message the frame is a plain single
+// frame (no batch flag), so single messages stay trivial for other ZeroMQ programs;
+// with more it is a batch frame.
+class FrameEncoder {
+ public:
+  // Starts a new frame whose first message gets `first_seq`.
+  void begin(std::uint64_t first_seq, std::int64_t ts_ns);
+  // Appends one message. Throws std::length_error for a message over 4 GiB - 1.
+  void add(std::string_view payload);
+  std::uint32_t count() const { return count_; }
+  // Bytes the finished frame will have (header + payload).
+  std::size_t size() const;
+  // Finishes the frame; the view stays valid until the next begin().
+  std::string_view finish();
+
+ private:
+  std::string buf_;                  // header + records
+  std::uint64_t first_seq_ = 0;
+  std::int64_t ts_ns_ = 0;
+  std::uint32_t count_ = 0;
+  std::size_t first_record_size_ = 0;
+};
+
+enum class DecodeStatus {
+  ok,
+  short_frame,     // fewer than 32 bytes
+  bad_magic,       // first 4 bytes are not "PLH1"
+  bad_count,       // count does not fit the flags (single frame with count != 1, batch with 0)
+  record_overrun,  // a batch record's length runs past the frame end
+  trailing_bytes,  // bytes after the last batch record
+};
+std::string_view describe(DecodeStatus s);
+
+// A decoded frame. `messages` views point into the frame's memory.
+struct DecodedFrame {
+  Header header;
+  std::vector<std::string_view> messages;  // empty for an end-of-stream marker
+};
+
+// Validates and splits one frame. On anything but ok `out.messages` is left empty and
+// nothing should be delivered. `out` can be reused between calls (keeps its capacity).
+// An end-of-stream marker carries no messages; any payload it has is ignored.
+DecodeStatus decode_frame(std::string_view frame, DecodedFrame& out);
+
+}  // namespace plh::wire

@@ -1,0 +1,222 @@
+#include <catch2/catch.hpp>
+#include <zmq.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "plh/data_plane.hpp"
+#include "plh/error.hpp"
+#include "plh/text.hpp"
+#include "process.hpp"
+
+using namespace plh;
+using namespace std::chrono_literals;
+
+namespace {
+auto in(std::chrono::milliseconds d) { return std::chrono::steady_clock::now() + d; }
+
+// Receives until end of stream (or timeout); returns the payloads.
+std::vector<std::string> drain(Subscriber& sub, std::chrono::milliseconds timeout = 10s) {
+  std::vector<std::string> got;
+  const auto deadline = in(timeout);
+  while (!sub.ended() && std::chrono::steady_clock::now() < deadline) {
+    if (const auto* f = sub.try_receive()) {
+      for (auto m : f->messages) got.emplace_back(m);
+      continue;
+    }
+    sub.wait(50ms);
+  }
+  return got;
+}
+
+SubscriberConfig sub_cfg(const std::string& endpoint, Pattern pattern = Pattern::pubsub) {
+  SubscriberConfig c;
+  c.endpoint = endpoint;
+  c.pattern = pattern;
+  return c;
+}
+
+std::string frame_of(std::uint64_t seq, std::string_view payload) {
+  return wire::encode_single(seq, realtime_ns(), payload);
+}
+}  // namespace
+
+TEST_CASE("pubsub: subscribers are counted and every one gets data and end of stream", "[data_plane]") {
+  PublisherConfig cfg;
+  cfg.linger = 500ms;  // the subscribers here stay open after end of stream
+  Publisher pub(cfg);
+  REQUIRE(pub.endpoint().rfind("tcp://127.0.0.1:", 0) == 0);
+  CHECK(pub.consumers() == 0);
+  Subscriber a(sub_cfg(pub.endpoint()));
+  Subscriber b(sub_cfg(pub.endpoint()));
+  REQUIRE(pub.wait_for_consumers(2, in(5s)));
+  CHECK(pub.consumers() == 2);
+
+  wire::FrameEncoder enc;
+  enc.begin(1, realtime_ns());
+  enc.add("one");
+  enc.add("two");
+  REQUIRE(pub.send(enc.finish()));
+  REQUIRE(pub.send(frame_of(3, "three")));
+
+  std::thread t([&] { pub.end_of_stream(4); });
+  const auto got_a = drain(a);
+  const auto got_b = drain(b);
+  t.join();
+  CHECK(got_a == std::vector<std::string>{"one", "two", "three"});
+  CHECK(got_b == got_a);
+  CHECK(a.ended());
+  CHECK(a.end_seq() == 4);
+  CHECK(a.stats().gaps == 0);
+  CHECK(a.stats().messages == 3);
+  CHECK(a.stats().bytes == 11);
+}
+
+TEST_CASE("pubsub: a subscriber that hangs up is no longer counted", "[data_plane]") {
+  Publisher pub(PublisherConfig{});
+  {
+    Subscriber a(sub_cfg(pub.endpoint()));
+    REQUIRE(pub.wait_for_consumers(1, in(5s)));
+  }
+  CHECK(plh::test::eventually([&] { return pub.consumers() == 0; }, 5s));
+  // With nobody attached, end of stream returns at once.
+  const auto t0 = std::chrono::steady_clock::now();
+  pub.end_of_stream(1);
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+}
+
+TEST_CASE("wait_for_consumers gives up at its deadline", "[data_plane]") {
+  Publisher pub(PublisherConfig{});
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_FALSE(pub.wait_for_consumers(1, in(200ms)));
+  CHECK(std::chrono::steady_clock::now() - t0 >= 190ms);
+}
+
+TEST_CASE("pipeline: each message goes to exactly one consumer and each consumer gets end of stream",
+          "[data_plane]") {
+  PublisherConfig cfg;
+  cfg.pattern = Pattern::pipeline;
+  Publisher pub(cfg);
+  SubscriberConfig scfg = sub_cfg(pub.endpoint());
+  scfg.pattern = Pattern::pipeline;
+  auto pa = std::make_unique<Subscriber>(scfg), pb = std::make_unique<Subscriber>(scfg),
+       pc = std::make_unique<Subscriber>(scfg);
+  Subscriber &a = *pa, &b = *pb, &c = *pc;
+  REQUIRE(pub.wait_for_consumers(3, in(5s)));
+  const int n = 300;
+  for (int i = 1; i <= n; ++i) REQUIRE(pub.send(frame_of(static_cast<std::uint64_t>(i), std::to_string(i))));
+  std::vector<std::string> all;
+  std::thread t([&] { pub.end_of_stream(n + 1); });
+  // Drain all three concurrently enough: each drain stops at its own end of stream.
+  std::vector<std::vector<std::string>> parts(3);
+  std::thread ta([&] { parts[0] = drain(a); });
+  std::thread tb([&] { parts[1] = drain(b); });
+  parts[2] = drain(c);
+  ta.join();
+  tb.join();
+  CHECK(a.ended());
+  CHECK(b.ended());
+  CHECK(c.ended());
+  const auto t0 = std::chrono::steady_clock::now();
+  pa.reset();
+  pb.reset();
+  pc.reset();
+  t.join();
+  CHECK(std::chrono::steady_clock::now() - t0 < 3s);  // returned when the consumers hung up
+  for (auto& p : parts) {
+    CHECK(!p.empty());
+    all.insert(all.end(), p.begin(), p.end());
+  }
+  std::sort(all.begin(), all.end(), [](const std::string& x, const std::string& y) { return std::stoi(x) < std::stoi(y); });
+  REQUIRE(all.size() == static_cast<std::size_t>(n));
+  for (int i = 1; i <= n; ++i) CHECK(all[static_cast<std::size_t>(i - 1)] == std::to_string(i));
+}
+
+TEST_CASE("subscriber counts sequence gaps and skips malformed frames from a raw ZeroMQ publisher",
+          "[data_plane]") {
+  void* ctx = zmq_ctx_new();
+  void* raw = zmq_socket(ctx, ZMQ_XPUB);
+  REQUIRE(zmq_bind(raw, "tcp://127.0.0.1:0") == 0);
+  char ep[256];
+  size_t len = sizeof ep;
+  zmq_getsockopt(raw, ZMQ_LAST_ENDPOINT, ep, &len);
+  {
+    Subscriber sub(sub_cfg(ep));
+    sub.set_label("test.gaps");
+    char buf[64];
+    REQUIRE(zmq_recv(raw, buf, sizeof buf, 0) >= 1);  // the subscription arrived
+    auto send = [&](const std::string& f) { REQUIRE(zmq_send(raw, f.data(), f.size(), 0) == static_cast<int>(f.size())); };
+    send(frame_of(1, "a"));
+    send("short");
+    std::string bad = frame_of(2, "x");
+    bad[0] = 'X';
+    send(bad);
+    send(frame_of(2, "b"));
+    send(frame_of(10, "c"));  // 3..9 missed
+    send(wire::encode_end_of_stream(12, 0));  // 11 missed
+    const auto got = drain(sub);
+    CHECK(got == std::vector<std::string>{"a", "b", "c"});
+    CHECK(sub.stats().malformed == 2);
+    CHECK(sub.stats().gaps == 8);
+    CHECK(sub.stats().gap_events == 2);
+    CHECK(sub.end_seq() == 12);
+  }
+  zmq_close(raw);
+  zmq_ctx_term(ctx);
+}
+
+TEST_CASE("CURVE: an encrypted data plane delivers to a client holding the key and not to one without",
+          "[data_plane]") {
+  PublisherConfig cfg;
+  cfg.curve = generate_curve_keypair();
+  cfg.linger = 500ms;
+  Publisher pub(cfg);
+  SubscriberConfig good = sub_cfg(pub.endpoint());
+  good.server_key = cfg.curve->public_key;
+  Subscriber ok(good);
+  Subscriber plain(sub_cfg(pub.endpoint()));  // no key: handshake fails
+  REQUIRE(pub.wait_for_consumers(1, in(5s)));
+  REQUIRE(pub.send(frame_of(1, "secret")));
+  std::thread t([&] { pub.end_of_stream(2); });
+  CHECK(drain(ok) == std::vector<std::string>{"secret"});
+  t.join();
+  CHECK(pub.consumers() == 1);
+  CHECK(plain.try_receive() == nullptr);
+  CHECK(!plain.ended());
+}
+
+TEST_CASE("pubsub: a consumer that does not read loses frames at the HWM instead of blocking the publisher",
+          "[data_plane]") {
+  PublisherConfig cfg;
+  cfg.hwm = 2;
+  Publisher pub(cfg);
+  SubscriberConfig scfg = sub_cfg(pub.endpoint());
+  scfg.hwm = 100;
+  auto sub_owner = std::make_unique<Subscriber>(scfg);
+  Subscriber& sub = *sub_owner;
+  REQUIRE(pub.wait_for_consumers(1, in(5s)));
+  const std::string big(16 * 1024, 'x');
+  const int n = 2000;  // 32 MiB offered; far more than HWMs and socket buffers hold
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 1; i <= n; ++i) REQUIRE(pub.send(frame_of(static_cast<std::uint64_t>(i), big)));
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);  // never blocked
+  std::thread t([&] { pub.end_of_stream(n + 1); });
+  const auto got = drain(sub);
+  CHECK(sub.ended());
+  CHECK(got.size() < static_cast<std::size_t>(n));
+  CHECK(sub.stats().gaps == n - got.size());
+  sub_owner.reset();  // hanging up lets end_of_stream return before its linger time
+  t.join();
+}
+
+TEST_CASE("bad bind endpoints are usage errors", "[data_plane]") {
+  PublisherConfig cfg;
+  cfg.bind = "nonsense://x";
+  CHECK_THROWS_AS(Publisher(cfg), UsageError);
+  CHECK_THROWS_AS(parse_pattern("fanout"), UsageError);
+  CHECK(parse_pattern("pipeline") == Pattern::pipeline);
+}

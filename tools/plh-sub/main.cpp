@@ -1,0 +1,36 @@
+// plh-sub: channel → stdout. All the work is plh::run_subscriber (lib/src/pubsub.cpp).
+#include "plh/cli.hpp"
+#include "plh/error.hpp"
+#include "plh/pubsub.hpp"
+#include "plh/text.hpp"
+
+int main(int argc, char** argv) {
+  plh::cli::LogOptions log;
+  plh::SubOptions o;
+  std::string format = "line", pattern = "pubsub", timeout;
+  return plh::cli::run(
+      "plh-sub", "Write the messages of a channel to stdout, one per line (or per -f frame)", argc, argv,
+      [&](CLI::App& app) {
+        plh::cli::add_log_options(app, log);
+        plh::cli::add_broker_options(app, o.broker);
+        app.add_option("CHANNEL", o.channel, "Channel name (optional with --connect)");
+        app.add_option("-f,--format", format, "Output framing: line, zero, len, raw, json");
+        app.add_option("-n,--count", o.count, "Exit 0 after N messages");
+        app.add_option("-W,--timeout", timeout, "Exit 3 if not done (count reached or end of stream) by then");
+        app.add_flag("--wait", o.wait, "Wait for the channel to appear instead of exit 4");
+        app.add_option("--connect", o.connect, "Direct mode: connect to this publisher endpoint, no broker");
+        app.add_option("--pattern", pattern, "Direct mode: pubsub (SUB) or pipeline (PULL)");
+        app.add_option("--schema", o.schema, "Refuse a channel whose schema is not ID[@VERSION] (exit 6)");
+        app.add_option("--hwm", o.hwm, "High-water mark: frames queued before the publisher drops (pubsub)");
+        app.add_flag("--line-buffered", o.line_buffered, "Flush stdout after every message");
+        app.add_flag("--stats", o.stats, "Print counters on stderr at exit: received, gaps, bytes, rate");
+        return [&]() -> int {
+          plh::cli::apply_log_options("plh-sub", log);
+          if (o.channel.empty() && o.connect.empty()) throw plh::UsageError("CHANNEL is required (unless --connect)");
+          o.format = plh::parse_format(format);
+          o.pattern = plh::parse_pattern(pattern);
+          if (!timeout.empty()) o.timeout = plh::parse_duration(timeout);
+          return plh::run_subscriber(o);
+        };
+      });
+}
