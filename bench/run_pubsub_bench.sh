@@ -248,7 +248,7 @@ fi
 
 # ---------------------------------------------------------------- report
 echo
-echo "Throughput, 42-byte lines over loopback tcp, $(nproc) CPUs, median of $REPEAT runs, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "Throughput, 42-byte lines over loopback tcp, $(nproc) CPUs (load average $(cut -d" " -f1-3 /proc/loadavg)), median of $REPEAT runs, $(date -u +%Y-%m-%dT%H:%MZ)"
 printf '%-24s %9s %9s %12s %10s  %s\n' tool lines seconds lines/s "vs raw zmq" check
 RAW="raw libzmq (C++)"
 RAW_RATE=""

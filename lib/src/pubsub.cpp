@@ -134,7 +134,7 @@ SchemaRef parse_schema(const std::string& text) {
 int run_publisher(const PubOptions& o) {
   install_stop_handlers();
   if (!o.channel.empty() || !o.no_broker) validate_channel_name(o.channel);
-  if (o.hwm < 0) throw UsageError("--hwm must not be negative");
+  if (o.hwm <= 0) throw UsageError("--hwm must be at least 1");
   if (o.rate < 0 || !std::isfinite(o.rate)) throw UsageError("--rate must be a positive number");
   if (o.wait_subscribers < 0) throw UsageError("--wait-subscribers must not be negative");
   const SchemaRef schema = parse_schema(o.schema);
@@ -186,7 +186,11 @@ int run_publisher(const PubOptions& o) {
   const WakeFds wake{stop_fd(), closing.fd()};
 
   auto finish = [&](std::uint64_t next_seq) {
-    pub.end_of_stream(next_seq, wake);
+    // Closed by an administrator: the broker tells the consumers itself; no end of
+    // stream, so they end with the reason rather than as if the data were complete.
+    // Also after SIGINT/SIGTERM the marker is delivered (bounded by --linger; a second
+    // SIGINT exits at once).
+    if (closing.reason().empty()) pub.end_of_stream(next_seq, {-1, closing.fd()});
     if (client) {
       try {
         client->deregister_channel(o.channel);
@@ -215,13 +219,9 @@ int run_publisher(const PubOptions& o) {
   wire::FrameEncoder enc;
   std::uint64_t seq = 1, sent = 0, bytes = 0;
   const auto start = clock::now();
-  bool stopped_early = false;
   for (;;) {
     if (o.count && sent >= o.count) break;
-    if (stop_requested() || !closing.reason().empty()) {
-      stopped_early = true;
-      break;
-    }
+    if (stop_requested() || !closing.reason().empty()) break;
     if (!reader.has_buffered()) {
       // Wait for input, a signal or a broker notification; FrameReader then reads.
       struct pollfd fds[3] = {{o.in_fd, POLLIN, 0}, {stop_fd(), POLLIN, 0}, {closing.fd(), POLLIN, 0}};
@@ -245,10 +245,7 @@ int run_publisher(const PubOptions& o) {
       }
     }
     const std::uint32_t n = enc.count();
-    if (!pub.send(enc.finish(), wake)) {
-      stopped_early = true;
-      break;
-    }
+    if (!pub.send(enc.finish(), wake)) break;  // woken: stop or closing, see the loop top
     seq += n;
     sent += n;
     bytes += frame_bytes;
@@ -263,11 +260,11 @@ int run_publisher(const PubOptions& o) {
   finish(seq);
   if (o.stats) {
     const double secs = seconds_since(start);
-    std::fprintf(stderr, "plh-pub: stats: channel '%s': sent %" PRIu64 " messages, %" PRIu64
+    std::fprintf(stderr, "plh-pub: stats: '%s': sent %" PRIu64 " messages, %" PRIu64
                  " bytes, %" PRIu64 " frames in %.3f s (%.0f msg/s)\n",
-                 o.channel.c_str(), sent, bytes, pub.frames_sent(), secs, secs > 0 ? static_cast<double>(sent) / secs : 0.0);
+                 (o.channel.empty() ? pub.endpoint() : o.channel).c_str(), sent, bytes, pub.frames_sent(), secs, secs > 0 ? static_cast<double>(sent) / secs : 0.0);
   }
-  if (stopped_early && stop_requested()) return exit_code_for_stop();
+  if (stop_requested()) return exit_code_for_stop();
   if (!closing.reason().empty()) throw Error(ExitCode::failure, closing_message(o.channel, closing.reason()));
   return 0;
 }
@@ -279,7 +276,7 @@ int run_subscriber(const SubOptions& o) {
   install_stop_handlers();
   const bool direct = !o.connect.empty();
   if (!direct || !o.channel.empty()) validate_channel_name(o.channel);
-  if (o.hwm < 0) throw UsageError("--hwm must not be negative");
+  if (o.hwm <= 0) throw UsageError("--hwm must be at least 1");
   const SchemaRef schema = parse_schema(o.schema);
   if (direct && !schema.text.empty())
     spdlog::warn("--schema is not checked with --connect (no broker to ask)");
@@ -304,6 +301,7 @@ int run_subscriber(const SubOptions& o) {
     });
     nlohmann::json info;
     bool waiting_logged = false;
+    std::chrono::milliseconds poll_interval = 5ms;
     for (;;) {
       try {
         info = client->discover(o.channel);
@@ -332,7 +330,10 @@ int run_subscriber(const SubOptions& o) {
         if (!waiting_logged) spdlog::info("waiting for channel '{}'", o.channel);
         waiting_logged = true;
         if (timed_out()) throw TimeoutError("timed out waiting for channel '" + o.channel + "'");
-        if (!sleep_until(std::min(deadline, clock::now() + 200ms), {stop_fd(), -1})) return exit_code_for_stop();
+        // Poll soon at first (a publisher started together with us registers within
+        // milliseconds), then back off to 100 ms.
+        if (!sleep_until(std::min(deadline, clock::now() + poll_interval), {stop_fd(), -1})) return exit_code_for_stop();
+        poll_interval = std::min<std::chrono::milliseconds>(poll_interval * 2, 100ms);
       } catch (const RefusedError& e) {
         const std::string what = e.what();
         if (what.find("schema") != std::string::npos && what.find("'" + o.channel + "'") == std::string::npos &&
@@ -353,6 +354,8 @@ int run_subscriber(const SubOptions& o) {
 
   Subscriber sub(cfg);
   sub.set_label(o.channel);
+  // What diagnostics call the stream: the channel, or the endpoint in direct mode.
+  const std::string label = o.channel.empty() ? o.connect : o.channel;
   FrameWriter out(o.out_fd, o.format, o.line_buffered || ::isatty(o.out_fd));
   const WakeFds wake{stop_fd(), closing.fd()};
   std::uint64_t received = 0;
@@ -364,11 +367,20 @@ int run_subscriber(const SubOptions& o) {
     if (!o.stats) return;
     const auto& s = sub.stats();
     const double secs = seconds_since(start);
-    std::fprintf(stderr, "plh-sub: stats: channel '%s': received %" PRIu64 " messages, %" PRIu64
+    std::fprintf(stderr, "plh-sub: stats: '%s': received %" PRIu64 " messages, %" PRIu64
                  " bytes, %" PRIu64 " gaps (%" PRIu64 " messages missed), %" PRIu64
                  " malformed frames in %.3f s (%.0f msg/s)\n",
-                 o.channel.c_str(), received, s.bytes, s.gap_events, s.gaps, s.malformed, secs,
+                 label.c_str(), received, s.bytes, s.gap_events, s.gaps, s.malformed, secs,
                  secs > 0 ? static_cast<double>(received) / secs : 0.0);
+  };
+
+  // Losses are reported as they happen (rate-limited); this last summary makes sure the
+  // total is never hidden behind the rate limit.
+  auto report_losses = [&] {
+    const auto& st = sub.stats();
+    if (st.gaps > 0)
+      spdlog::warn("'{}': {} message(s) missed in {} sequence gap(s)", label, st.gaps, st.gap_events);
+    if (st.malformed > 0) spdlog::warn("'{}': {} malformed frame(s) skipped", label, st.malformed);
   };
 
   while (!done) {
@@ -391,11 +403,15 @@ int run_subscriber(const SubOptions& o) {
       metrics->bytes.store(sub.stats().bytes, std::memory_order_relaxed);
       metrics->gaps.store(sub.stats().gaps, std::memory_order_relaxed);
       if (sub.ended()) done = true;
-      continue;
+      // A stream that never pauses must still end on a signal or at -W.
+      if (!done && (stop_requested() || (o.timeout && timed_out()))) out.flush();
+      else continue;
     }
+    if (done) break;
     // Nothing waiting: hand what we have to the next program before blocking.
     out.flush();
     if (stop_requested()) {
+      report_losses();
       print_stats();
       return exit_code_for_stop();
     }
@@ -407,15 +423,17 @@ int run_subscriber(const SubOptions& o) {
     }
     if (drain_until && clock::now() >= *drain_until) {
       if (reason == "producer_deregistered") break;
+      report_losses();
       print_stats();
       throw Error(ExitCode::failure, closing_message(o.channel, reason));
     }
     if (timed_out()) {
+      report_losses();
       print_stats();
       if (o.count)
         throw TimeoutError("timed out: received " + std::to_string(received) + " of " + std::to_string(o.count) +
-                           " messages on '" + o.channel + "'");
-      throw TimeoutError("timed out before the end of stream on '" + o.channel + "' (" + std::to_string(received) +
+                           " messages on '" + label + "'");
+      throw TimeoutError("timed out before the end of stream on '" + label + "' (" + std::to_string(received) +
                          " messages received)");
     }
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -427,6 +445,7 @@ int run_subscriber(const SubOptions& o) {
       drain_until = clock::now() + 300ms;  // still arriving: keep draining
   }
   out.flush();
+  report_losses();
   print_stats();
   return 0;
 }

@@ -225,6 +225,9 @@ TEST_CASE("count, timeout and waiting for a channel", "[e2e][pubsub]") {
     auto r = run_shell("$SUB " + ch + " --wait -n 5 -W 20", 30s, env);
     CHECK(r.code == 0);
     CHECK(r.out == "y\ny\ny\ny\ny\n");
+    // -W also ends a stream that never pauses.
+    auto r2 = run_shell("$SUB " + ch + " -W 500ms > /dev/null", 30s, env);
+    CHECK(r2.code == 3);
     p.kill(SIGTERM);
     CHECK(p.wait(10s).code == 143);
   }
@@ -499,4 +502,44 @@ TEST_CASE("heartbeats carry counters: plh-ctl stats shows the messages sent", "[
       10s));
   p.close_stdin();
   CHECK(p.wait(10s).code == 0);
+}
+
+TEST_CASE("plh-ctl close ends publisher and subscriber with exit 1 and a reason", "[e2e][pubsub]") {
+  auto broker = fast_broker();
+  auto env = env_for(broker);
+  const auto ch = channel("closed");
+  auto p = Child::spawn({PLH_PUB_BIN, ch}, env);
+  REQUIRE(eventually([&] { return channel_listed(broker, ch); }, 10s));
+  auto s = Child::spawn({PLH_SUB_BIN, ch, "-W", "30"}, env);
+  REQUIRE(eventually([&] { return channel_listed(broker, ch, 1); }, 10s));
+  CHECK(ctl({"close", ch}, broker.endpoint).code == 0);
+  auto rs = s.wait(10s);
+  CHECK(rs.code == 1);
+  CHECK(rs.err.find("channel '" + ch + "' closed by an administrator") != std::string::npos);
+  auto rp = p.wait(10s);
+  CHECK(rp.code == 1);
+  CHECK(rp.err.find("closed by an administrator") != std::string::npos);
+}
+
+TEST_CASE("SIGINT on plh-pub ends the stream: subscribers print everything and exit 0", "[e2e][pubsub]") {
+  auto broker = fast_broker();
+  auto env = env_for(broker);
+  const auto ch = channel("interrupted");
+  auto p = Child::spawn({PLH_PUB_BIN, ch}, env);
+  REQUIRE(eventually([&] { return channel_listed(broker, ch); }, 10s));
+  auto s = Child::spawn({PLH_SUB_BIN, ch, "-W", "30"}, env);
+  REQUIRE(eventually([&] { return channel_listed(broker, ch, 1); }, 10s));
+  std::optional<std::string> got;
+  for (int i = 0; i < 50 && !got; ++i) {
+    p.write_stdin("ping\n");
+    got = s.read_line(200ms);
+  }
+  REQUIRE(got);
+  p.write_stdin("last\n");
+  auto l = s.read_line(5s);
+  while (l && *l == "ping") l = s.read_line(5s);
+  CHECK(l == std::optional<std::string>("last"));
+  p.kill(SIGINT);
+  CHECK(p.wait(10s).code == 130);
+  CHECK(s.wait(10s).code == 0);
 }

@@ -429,3 +429,25 @@ TEST_CASE("writing to a closed pipe throws BrokenPipe", "[framing]") {
   FrameWriter eager(p.w, Format::line, true);
   CHECK_THROWS_AS(eager.write("lost"), plh::BrokenPipe);
 }
+
+TEST_CASE("non-blocking output waits for the reader instead of failing", "[framing]") {
+  Pipe p;
+  REQUIRE(::fcntl(p.w, F_SETFL, ::fcntl(p.w, F_GETFL) | O_NONBLOCK) == 0);
+  const Msgs msgs(20000, std::string(50, 'n'));  // ~1 MiB, far more than the pipe holds
+  std::string got;
+  std::thread drain([&] {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(p.r, buf, sizeof buf);
+      if (n <= 0) break;
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+  });
+  {
+    FrameWriter writer(p.w, Format::line, false);
+    for (const auto& m : msgs) writer.write(m);
+  }  // the destructor flushes the rest
+  p.close_w();
+  drain.join();
+  CHECK(got.size() == msgs.size() * 51);
+}

@@ -1,0 +1,95 @@
+// plh-pub and plh-sub argument tables: arguments -> exit code and the one stderr line.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+
+#include "process.hpp"
+
+#if defined(PLH_PUB_BIN) && defined(PLH_SUB_BIN)
+
+using namespace std::chrono_literals;
+using plh::test::run;
+
+namespace {
+struct Case {
+  std::vector<std::string> args;
+  int code;
+  std::string stderr_start;  // the single stderr line starts with this ("" = stderr empty)
+};
+
+void check_case(const std::string& bin, const std::string& tool, const Case& c) {
+  std::vector<std::string> argv{bin};
+  argv.insert(argv.end(), c.args.begin(), c.args.end());
+  std::string shown = tool;
+  for (const auto& a : c.args) shown += " '" + a + "'";
+  INFO(shown);
+  // A broker address that nobody serves, so nothing depends on a running broker.
+  auto r = run(argv, "", 20s, {{"PLH_BROKER", "tcp://127.0.0.1:1"}, {"PLH_BROKER_KEY", ""}});
+  INFO("stderr: " << r.err);
+  CHECK(r.code == c.code);
+  if (c.stderr_start.empty()) {
+    CHECK(r.err.empty());
+  } else {
+    CHECK(r.err.rfind(c.stderr_start, 0) == 0);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+}
+}  // namespace
+
+TEST_CASE("plh-pub argument errors and exit codes", "[cli][pubsub]") {
+  const std::vector<Case> cases = {
+      {{"--help"}, 0, ""},
+      {{"--version"}, 0, ""},
+      {{}, 2, "plh-pub: error: CHANNEL is required"},
+      {{"bad name"}, 2, "plh-pub: error: invalid channel name 'bad name'"},
+      {{"lab..temp"}, 2, "plh-pub: error: invalid channel name 'lab..temp'"},
+      {{"lab.temp", "-f", "xml"}, 2, "plh-pub: error: "},
+      {{"lab.temp", "--pattern", "fanout"}, 2, "plh-pub: error: unknown pattern 'fanout'"},
+      {{"lab.temp", "--rate", "-5"}, 2, "plh-pub: error: --rate must be a positive number"},
+      {{"lab.temp", "-w", "many"}, 2, "plh-pub: error: "},
+      {{"lab.temp", "-w", "-1"}, 2, "plh-pub: error: --wait-subscribers must not be negative"},
+      {{"lab.temp", "-W", "soon"}, 2, "plh-pub: error: "},
+      {{"lab.temp", "--schema", "@2"}, 2, "plh-pub: error: invalid --schema '@2'"},
+      {{"lab.temp", "--chunk-size", "0"}, 2, "plh-pub: error: --chunk-size must be positive"},
+      {{"lab.temp", "--bind", "nonsense"}, 2, "plh-pub: error: invalid bind endpoint 'nonsense'"},
+      {{"lab.temp", "--broker-key", "abc"}, 2, "plh-pub: error: broker key must be a 40-character Z85 string"},
+      {{"lab.temp", "--bogus"}, 2, "plh-pub: error: "},
+      {{"lab.temp", "--hwm", "0"}, 2, "plh-pub: error: --hwm must be at least 1"},
+      {{"lab.temp", "--broker-timeout", "200ms"}, 5, "plh-pub: error: no reply from the broker"},
+      // Direct mode needs no broker: empty stdin is a complete (empty) stream.
+      {{"--no-broker"}, 0, ""},
+      {{"--no-broker", "-w", "1", "-W", "200ms"}, 3, "plh-pub: error: timed out waiting for 1 consumer(s)"},
+  };
+  for (const auto& c : cases) check_case(PLH_PUB_BIN, "plh-pub", c);
+}
+
+TEST_CASE("plh-sub argument errors and exit codes", "[cli][pubsub]") {
+  const std::vector<Case> cases = {
+      {{"--help"}, 0, ""},
+      {{"--version"}, 0, ""},
+      {{}, 2, "plh-sub: error: CHANNEL is required"},
+      {{"bad/name"}, 2, "plh-sub: error: invalid channel name 'bad/name'"},
+      {{"lab.temp", "-f", "xml"}, 2, "plh-sub: error: "},
+      {{"lab.temp", "-n", "x"}, 2, "plh-sub: error: "},
+      {{"lab.temp", "-W", "later"}, 2, "plh-sub: error: "},
+      {{"lab.temp", "--schema", "@1"}, 2, "plh-sub: error: invalid --schema '@1'"},
+      {{"lab.temp", "--hwm", "0"}, 2, "plh-sub: error: --hwm must be at least 1"},
+      {{"lab.temp", "--broker-timeout", "200ms"}, 5, "plh-sub: error: no reply from the broker"},
+      {{"--connect", "nonsense"}, 2, "plh-sub: error: invalid endpoint 'nonsense'"},
+      {{"--connect", "tcp://127.0.0.1:1", "--pattern", "fanout"}, 2, "plh-sub: error: unknown pattern 'fanout'"},
+      {{"--connect", "tcp://127.0.0.1:1", "-W", "200ms"}, 3, "plh-sub: error: timed out before the end of stream"},
+      {{"--connect", "tcp://127.0.0.1:1", "-n", "3", "-W", "200ms"}, 3, "plh-sub: error: timed out: received 0 of 3"},
+  };
+  for (const auto& c : cases) check_case(PLH_SUB_BIN, "plh-sub", c);
+}
+
+TEST_CASE("plh-pub and plh-sub --version name libplh and libzmq", "[cli][pubsub]") {
+  for (const std::string bin : {PLH_PUB_BIN, PLH_SUB_BIN}) {
+    auto r = run({bin, "--version"});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("libplh") != std::string::npos);
+    CHECK(r.out.find("libzmq") != std::string::npos);
+  }
+}
+
+#endif
