@@ -223,7 +223,7 @@ TEST_CASE("bad bind endpoints are usage errors", "[data_plane]") {
   CHECK(parse_pattern("pipeline") == Pattern::pipeline);
 }
 
-TEST_CASE("--schema ID[@VERSION] parsing: the hash covers the version", "[data_plane]") {
+TEST_CASE("schema option parsing: ID[@VERSION], the hash covers the version", "[data_plane]") {
   const auto none = parse_schema("");
   CHECK(none.hash == 0);
   CHECK(none.text.empty());
