@@ -41,17 +41,31 @@ read -r READY < "$WORK/ready"
 EP=$(sed -E 's/.*"endpoint":"([^"]+)".*/\1/' <<<"$READY")
 echo "== broker $EP (pid $BROKER_PID)"
 
+# Broker CPU time (user+sys, clock ticks) from /proc: load-independent cost per request.
+broker_ticks() { awk '{print $14 + $15}' "/proc/$BROKER_PID/stat"; }
+TICK=$(getconf CLK_TCK)
+
 echo "== DISC_REQ round trips, $CHANNELS channels registered"
-"$BIN/bench_broker" --broker "$EP" --channels "$CHANNELS" --clients 1,4 --seconds "$SECS" --via-client \
-  | tee "$WORK/disc.jsonl"
-"$BIN/bench_broker" --broker "$EP" --channels "$CHANNELS" --clients 1,4 --seconds "$SECS" --window "$WINDOW" \
-  --no-populate | tee -a "$WORK/disc.jsonl"
+"$BIN/bench_broker" --broker "$EP" --channels "$CHANNELS" --clients 1 --seconds 0.2 > /dev/null  # populate
+for spec in "4 1" "1 1" "4 $WINDOW" "1 $WINDOW"; do
+  set -- $spec
+  t0=$(broker_ticks)
+  line=$("$BIN/bench_broker" --broker "$EP" --channels "$CHANNELS" --clients "$1" --window "$2" \
+         --seconds "$SECS" --no-populate)
+  t1=$(broker_ticks)
+  n=$(sed -E 's/.*"round_trips":([0-9]+).*/\1/' <<<"$line")
+  echo "$line"
+  awk -v d=$((t1 - t0)) -v n="$n" -v hz="$TICK" \
+    'BEGIN { if (n > 0) printf "   broker CPU: %.2f us per DISC round trip (=> %.0f/s if the broker had a core to itself)\n", d / hz * 1e6 / n, n / (d / hz) }'
+done
+"$BIN/bench_broker" --broker "$EP" --channels "$CHANNELS" --clients 1 --seconds "$SECS" --no-populate --via-client \
+  | tail -1
 
 echo "== plh-ctl list --json with $CHANNELS channels"
 COUNT=$("$BIN/plh-ctl" --broker "$EP" list --json | sed -E 's/^\{"broker":"[^"]*","count":([0-9]+).*/\1/')
 echo "channels listed: $COUNT, document size: $("$BIN/plh-ctl" --broker "$EP" list --json | wc -c) bytes"
 if command -v hyperfine > /dev/null; then
-  hyperfine -N --warmup 3 --runs 20 "$BIN/plh-ctl --broker $EP list --json" --export-json "$WORK/list.json" 2>&1 | sed -n '1,4p'
+  hyperfine -N --warmup 3 --runs 20 "$BIN/plh-ctl --broker $EP list --json" 2>&1 | sed -n '1,4p'
   hyperfine -N --warmup 3 --runs 10 "$BIN/plh-ctl --broker $EP list" 2>&1 | sed -n '1,4p'
 else
   time "$BIN/plh-ctl" --broker "$EP" list --json > /dev/null
