@@ -7,10 +7,12 @@
 #   5. the CLI: seq -f '%041g' 1000000 | plh-shm write ... ; plh-shm read ... | cmp
 # and prints one table (also written to bench/results/shm-<UTC date>.txt).
 #
-# Usage: bench/run_shm_bench.sh [--quick] [--no-results] [--skip ice,futex,memcpy,lib,cli]
-#   --quick       fewer iterations (a smoke run; numbers are noisier)
-#   --no-results  do not write bench/results/shm-<date>.txt
-#   --skip LIST   leave out some parts
+# Usage: bench/run_shm_bench.sh [--quick] [--no-results] [--skip LIST] [--wait-idle SEC]
+#   --quick          fewer iterations (a smoke run; numbers are noisier)
+#   --no-results     do not write bench/results/shm-<date>.txt
+#   --skip LIST      leave out some parts: ice,futex,memcpy,lib,cli
+#   --wait-idle SEC  before each part, wait up to SEC seconds for the machine to be >= 80% idle
+#                    (other jobs take CPU time from busy-polling processes; see cpu_share)
 # Environment: PLH_BENCH_BUILD (default <repo>/build-bench), CPU_A / CPU_B (default 0 / 1).
 #
 # Pinning: the two communicating processes run on different CPUs (CPU_A, CPU_B) with
@@ -27,17 +29,37 @@ CPU_B=${CPU_B:-1}
 QUICK=0
 WRITE_RESULTS=1
 SKIP=""
+WAIT_IDLE=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
     --no-results) WRITE_RESULTS=0 ;;
     --skip) SKIP=$2; shift ;;
+    --wait-idle) WAIT_IDLE=$2; shift ;;
     -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run_shm_bench.sh: error: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
 done
 skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
+# Percentage of CPU time idle over the next second (all CPUs, from /proc/stat).
+idle_pct() {
+  local a b
+  a=$(head -1 /proc/stat); sleep 1; b=$(head -1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); t=0; for(i=2;i<=9;i++) t+=y[i]-x[i];
+    idle = (t > 0) ? 100*((y[5]-x[5])+(y[6]-x[6]))/t : 0; printf "%d", idle}'
+}
+IDLE_LOG=""
+# part NAME: log the idle state before a part (waiting for quiet with --wait-idle).
+part() {
+  local name=$1 waited=0 idle
+  idle=$(idle_pct)
+  while [ "$idle" -lt 80 ] && [ "$waited" -lt "$WAIT_IDLE" ]; do
+    sleep 4; waited=$((waited + 5)); idle=$(idle_pct)
+  done
+  log "part $name: machine ${idle}% idle (waited ${waited}s)"
+  IDLE_LOG="$IDLE_LOG $name=${idle}%"
+}
 log() { echo "== $*" >&2; }
 
 if [ "$QUICK" = 1 ]; then
@@ -159,6 +181,8 @@ run_lib() {
     run_one "lat_futex_$size" shm_latency "${common[@]}" --cpu-b "$CPU_B" --mode blocking --spin-ns 0 -n "$LAT_BLOCK_N"
     run_one "lat_futex1cpu_$size" shm_latency "${common[@]}" --cpu-b "$CPU_A" --mode blocking --spin-ns 0 -n "$LAT_BLOCK_N"
   done
+  run_one cost64 shm_throughput --single-process --name "plhbench-$$-tp" --size 64 --slots 4096 --cpu-a "$CPU_A"
+  run_one cost1m shm_throughput --single-process --name "plhbench-$$-tp" --size 1048576 --slots 16 --cpu-a "$CPU_A"
   local mode
   for mode in busy blocking; do
     run_one "tp64_$mode" shm_throughput --name "plhbench-$$-tp" --size 64 --slots 4096 --count "$TP64_COUNT" \
@@ -206,6 +230,7 @@ print_table() {
   echo "command: bench/run_shm_bench.sh${QUICK_FLAG}"
   echo "machine: $cpu, $(nproc) vCPUs, kernel $(uname -r), cpuidle $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo '?')"
   echo "load average before/after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared with other jobs)"
+  echo "idle CPU just before each part:$IDLE_LOG"
   echo "pinning: sender/writer on CPU $CPU_A, echo/reader on CPU $CPU_B; \"1 CPU\" rows: both on CPU $CPU_A"
   echo
   echo "ONE-WAY LATENCY, microseconds. p50/p99: per-message CLOCK_MONOTONIC stamps (sender before"
@@ -239,6 +264,13 @@ print_table() {
   row "    verdict (best of the two)" "$( [ -n "$b64$k64" ] && verdict "$best64" 10000000 || echo n/a)" "" ""
   row "  plh shm, 1 MiB slots, GB/s              [g]" "${b1m:--}" "${k1m:--}" ">= ${half}"
   row "    verdict (best of the two; target = memcpy ring / 2)" "$( [ -n "$b1m$k1m" ] && verdict "$best1m" "$half" || echo n/a)" "" ""
+  share() { local l=${R[$1]:-}; [ -z "$l" ] && { echo "-"; return; }; echo "$(field "$l" cpu_share_a)/$(field "$l" cpu_share_b)"; }
+  row "    CPU share writer/reader (1.00 = never preempted)" "$(share tp64_busy)" "$(share tp64_blocking)" ""
+  row "    CPU share writer/reader, 1 MiB" "$(share tp1m_busy)" "$(share tp1m_blocking)" ""
+  local c64=${R[cost64]:-} c1m=${R[cost1m]:-}
+  row "  CPU time per slot, one process alone, ns     [j]" "writer" "(ts given)" "reader"
+  row "    64 B" "$(field "$c64" writer_ns)" "$(field "$c64" writer_explicit_ts_ns)" "$(field "$c64" reader_ns)"
+  row "    1 MiB" "$(field "$c1m" writer_ns)" "$(field "$c1m" writer_explicit_ts_ns)" "$(field "$c1m" reader_ns)"
   row "  memcpy 1 MiB into a ring of 16 x 1 MiB, GB/s [h]" "${ring:--}" "" ""
   row "  memcpy 1 MiB, same buffers (hot), GB/s" "${hot:--}" "" ""
   echo
@@ -267,6 +299,9 @@ print_table() {
 [h] bench/shm_memcpy_bw: single thread, 1 MiB source into 16 rotating 1 MiB destinations.
 [i] Input pre-generated into a file; time from starting the pipeline to the reader's exit;
     writer on CPU A, reader on CPU B (taskset); policy sequential, 1024 slots of 64 KiB.
+[j] bench/shm_throughput --single-process: writer alone (begin_publish + memcpy + end_publish, ts_ns
+    0 = the library reads CLOCK_REALTIME, or given) and reader alone (acquire + memcpy + release,
+    draining a full ring), in CPU time of the thread: what each side costs without any waiting.
 NOTES
   echo
   echo "Raw result lines:"
@@ -283,11 +318,11 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 QUICK_FLAG=""; [ "$QUICK" = 1 ] && QUICK_FLAG=" --quick"
 skipped ice || ensure_packages
 build_plh
-skipped ice || run_iceoryx || log "iceoryx part failed (see above)"
-skipped futex || run_futex
-skipped memcpy || run_memcpy
-skipped lib || run_lib
-skipped cli || run_cli
+skipped ice || { part iceoryx; run_iceoryx || log "iceoryx part failed (see above)"; }
+skipped futex || { part futex; run_futex; }
+skipped memcpy || { part memcpy; run_memcpy; }
+skipped lib || { part lib; run_lib; }
+skipped cli || { part cli; run_cli; }
 table=$(print_table)
 echo "$table"
 if [ "$WRITE_RESULTS" = 1 ]; then

@@ -1,6 +1,8 @@
 #include "plh/broker_client.hpp"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
+#include <csignal>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -554,8 +556,20 @@ struct BrokerClient::Impl {
 
 BrokerClient::BrokerClient(BrokerClientConfig cfg) : impl_(std::make_unique<Impl>()) {
   impl_->cfg = std::move(cfg);
-  impl_->setup();
-  impl_->thread = std::thread([this] { impl_->loop(); });
+  // The background thread and libzmq's I/O thread inherit a mask with every signal
+  // blocked, so SIGINT/SIGTERM reach the caller's thread (whose blocking read(2) they
+  // must interrupt), never ours.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  try {
+    impl_->setup();
+    impl_->thread = std::thread([this] { impl_->loop(); });
+  } catch (...) {
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    throw;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 BrokerClient::~BrokerClient() {

@@ -329,7 +329,7 @@ void Subscriber::report_gap(std::uint64_t expected, std::uint64_t got) {
   const auto now = std::chrono::steady_clock::now();
   if (now - last_gap_report_ >= std::chrono::seconds(1)) {
     spdlog::warn("{}: sequence gap: missed {} message(s) (expected seq {}, got {}; {} missed so far)",
-                 label_.empty() ? cfg_.endpoint : "channel '" + label_ + "'", unreported_gaps_, expected, got,
+                 "'" + (label_.empty() ? cfg_.endpoint : label_) + "'", unreported_gaps_, expected, got,
                  stats_.gaps);
     unreported_gaps_ = 0;
     last_gap_report_ = now;
@@ -351,7 +351,7 @@ const wire::DecodedFrame* Subscriber::try_receive() {
       const auto now = std::chrono::steady_clock::now();
       if (now - last_malformed_report_ >= std::chrono::seconds(1)) {
         spdlog::warn("{}: skipped {} malformed frame(s): {} ({} bytes)",
-                     label_.empty() ? cfg_.endpoint : "channel '" + label_ + "'", unreported_malformed_,
+                     "'" + (label_.empty() ? cfg_.endpoint : label_) + "'", unreported_malformed_,
                      wire::describe(status), bytes.size());
         unreported_malformed_ = 0;
         last_malformed_report_ = now;

@@ -260,9 +260,9 @@ int run_publisher(const PubOptions& o) {
   finish(seq);
   if (o.stats) {
     const double secs = seconds_since(start);
-    std::fprintf(stderr, "plh-pub: stats: channel '%s': sent %" PRIu64 " messages, %" PRIu64
+    std::fprintf(stderr, "plh-pub: stats: '%s': sent %" PRIu64 " messages, %" PRIu64
                  " bytes, %" PRIu64 " frames in %.3f s (%.0f msg/s)\n",
-                 o.channel.c_str(), sent, bytes, pub.frames_sent(), secs, secs > 0 ? static_cast<double>(sent) / secs : 0.0);
+                 (o.channel.empty() ? pub.endpoint() : o.channel).c_str(), sent, bytes, pub.frames_sent(), secs, secs > 0 ? static_cast<double>(sent) / secs : 0.0);
   }
   if (stop_requested()) return exit_code_for_stop();
   if (!closing.reason().empty()) throw Error(ExitCode::failure, closing_message(o.channel, closing.reason()));
@@ -354,6 +354,8 @@ int run_subscriber(const SubOptions& o) {
 
   Subscriber sub(cfg);
   sub.set_label(o.channel);
+  // What diagnostics call the stream: the channel, or the endpoint in direct mode.
+  const std::string label = o.channel.empty() ? o.connect : o.channel;
   FrameWriter out(o.out_fd, o.format, o.line_buffered || ::isatty(o.out_fd));
   const WakeFds wake{stop_fd(), closing.fd()};
   std::uint64_t received = 0;
@@ -365,10 +367,10 @@ int run_subscriber(const SubOptions& o) {
     if (!o.stats) return;
     const auto& s = sub.stats();
     const double secs = seconds_since(start);
-    std::fprintf(stderr, "plh-sub: stats: channel '%s': received %" PRIu64 " messages, %" PRIu64
+    std::fprintf(stderr, "plh-sub: stats: '%s': received %" PRIu64 " messages, %" PRIu64
                  " bytes, %" PRIu64 " gaps (%" PRIu64 " messages missed), %" PRIu64
                  " malformed frames in %.3f s (%.0f msg/s)\n",
-                 o.channel.c_str(), received, s.bytes, s.gap_events, s.gaps, s.malformed, secs,
+                 label.c_str(), received, s.bytes, s.gap_events, s.gaps, s.malformed, secs,
                  secs > 0 ? static_cast<double>(received) / secs : 0.0);
   };
 
@@ -377,8 +379,8 @@ int run_subscriber(const SubOptions& o) {
   auto report_losses = [&] {
     const auto& st = sub.stats();
     if (st.gaps > 0)
-      spdlog::warn("channel '{}': {} message(s) missed in {} sequence gap(s)", o.channel, st.gaps, st.gap_events);
-    if (st.malformed > 0) spdlog::warn("channel '{}': {} malformed frame(s) skipped", o.channel, st.malformed);
+      spdlog::warn("'{}': {} message(s) missed in {} sequence gap(s)", label, st.gaps, st.gap_events);
+    if (st.malformed > 0) spdlog::warn("'{}': {} malformed frame(s) skipped", label, st.malformed);
   };
 
   while (!done) {
@@ -430,8 +432,8 @@ int run_subscriber(const SubOptions& o) {
       print_stats();
       if (o.count)
         throw TimeoutError("timed out: received " + std::to_string(received) + " of " + std::to_string(o.count) +
-                           " messages on '" + o.channel + "'");
-      throw TimeoutError("timed out before the end of stream on '" + o.channel + "' (" + std::to_string(received) +
+                           " messages on '" + label + "'");
+      throw TimeoutError("timed out before the end of stream on '" + label + "' (" + std::to_string(received) +
                          " messages received)");
     }
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(

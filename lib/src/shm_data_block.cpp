@@ -3,13 +3,15 @@
 // Ordering protocol (see docs/shm-layout.md for the cross-language description):
 // - The writer fills slot S (its seq word set to 0 first, so a `latest` reader holding
 //   the old content notices), then stores slot.seq = S (release) and header.write_seq = S
-//   (seq_cst), then reads data_waiters (seq_cst): a FUTEX_WAKE only when someone sleeps.
-// - A reader about to sleep increments data_waiters (seq_cst), reads data_futex, re-checks
-//   write_seq, and only then FUTEX_WAITs on data_futex with the value it read. Either the
-//   writer sees the waiter and bumps data_futex, or the reader sees the new write_seq.
+//   (seq_cst), then loads data_futex (seq_cst): a FUTEX_WAKE only when bit 0 says that
+//   someone sleeps (and it clears the bit, so the next publish costs no syscall).
+// - A reader about to sleep sets bit 0 of data_futex (seq_cst CAS), re-checks write_seq,
+//   and only then FUTEX_WAITs on the value it set. Either the writer sees the bit, or
+//   the reader sees the new write_seq.
 // - Under sequential/sync the writer may write seq S only when S <= floor + slot_count,
 //   floor being the smallest cursor of the attached readers; waiting for space mirrors
-//   the scheme above with space_futex/space_waiters and the readers' cursors.
+//   the scheme above with space_futex and the readers' cursors, plus hysteresis
+//   (space_wake_seq) so that it is not woken for every single freed slot.
 #include <signal.h>
 #include <unistd.h>
 
@@ -63,8 +65,7 @@ unsigned reap_dead_readers(const Segment& seg) {
       others = seg.reader(i)->pid.load(std::memory_order_acquire) != 0;
     // A dead reader must not hold the writer: carry on until a reader attaches again.
     if (!others) h->retain.store(0);
-    h->space_futex.fetch_add(1);
-    detail::futex_wake_all(h->space_futex);
+    detail::bump_and_wake(h->space_futex);
   }
   return reaped;
 }
@@ -146,13 +147,15 @@ struct Writer::Impl {
         if ((++spins & 1023) == 0) maybe_reap();
         continue;
       }
-      h->space_waiters.fetch_add(1, std::memory_order_seq_cst);
-      const std::uint32_t v = h->space_futex.load(std::memory_order_seq_cst);
+      // Hysteresis: sleep until a few slots are free, not just one, so that a writer
+      // and a reader of similar speed do not wake each other for every slot.
+      const std::uint64_t batch = std::clamp<std::uint64_t>(n / 4, 1, 64);
+      h->space_wake_seq.store(s + batch - 1 > n ? s + batch - 1 - n : 0, std::memory_order_seq_cst);
+      const std::uint32_t v = detail::announce_sleep(h->space_futex);
       if (!has_space(s)) {
         const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
         detail::futex_wait(h->space_futex, v, std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(50)));
       }
-      h->space_waiters.fetch_sub(1, std::memory_order_seq_cst);
       maybe_reap();
     }
   }
@@ -279,10 +282,7 @@ std::uint64_t Writer::end_publish(std::size_t size, std::int64_t ts_ns, std::uin
     detail::compute_checksum(w.geo.checksum, w.seg.payload_of(slot), size, w.seg.checksum_of(slot));
   slot->seq.store(s, std::memory_order_release);
   w.h->write_seq.store(s, std::memory_order_seq_cst);
-  if (w.h->data_waiters.load(std::memory_order_seq_cst) != 0) {
-    w.h->data_futex.fetch_add(1, std::memory_order_seq_cst);
-    detail::futex_wake_all(w.h->data_futex);
-  }
+  detail::wake_if_sleeping(w.h->data_futex);
   w.seq = s;
   w.pending = nullptr;
   return s;
@@ -303,23 +303,18 @@ bool Writer::wait_for_readers(unsigned n, Clock::time_point deadline) {
   Impl& w = *impl_;
   for (;;) {
     reap_dead_readers(w.seg);
-    w.h->space_waiters.fetch_add(1, std::memory_order_seq_cst);
-    const std::uint32_t v = w.h->space_futex.load(std::memory_order_seq_cst);
+    w.h->space_wake_seq.store(0, std::memory_order_seq_cst);
+    const std::uint32_t v = detail::announce_sleep(w.h->space_futex);
     const auto have = active_readers();
-    if (have >= n) {
-      w.h->space_waiters.fetch_sub(1);
-      return true;
-    }
+    if (have >= n) return true;
     const auto now = Clock::now();
     if (stop_requested() || now >= deadline) {
-      w.h->space_waiters.fetch_sub(1);
       if (stop_requested()) return false;
       throw TimeoutError("timed out waiting for " + std::to_string(n) + " readers of '" + w.seg.name() +
                          "' (" + std::to_string(have) + " attached)");
     }
     const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
     detail::futex_wait(w.h->space_futex, v, std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(50)));
-    w.h->space_waiters.fetch_sub(1);
   }
 }
 
@@ -328,8 +323,7 @@ void Writer::end_stream() {
   w.ended = true;
   w.pending = nullptr;
   w.h->ended.store(1, std::memory_order_seq_cst);
-  w.h->data_futex.fetch_add(1, std::memory_order_seq_cst);
-  detail::futex_wake_all(w.h->data_futex);
+  detail::bump_and_wake(w.h->data_futex);
 }
 
 void Writer::detach() {
@@ -357,6 +351,7 @@ struct Reader::Impl {
   WaitOptions wait;
   ReaderEntry* entry = nullptr;
   std::uint64_t next = 1;  // seq expected next
+  std::uint64_t known_w = 0;  // write_seq as last loaded: slots up to it need no new load
   RawSlot* held = nullptr;
   std::uint64_t held_seq = 0;
   std::uint64_t skipped = 0, checksum_errors = 0, slots_read = 0;
@@ -380,10 +375,9 @@ struct Reader::Impl {
     next = s + 1;
     if (ordered()) {
       entry->cursor.store(s, std::memory_order_seq_cst);
-      if (h->space_waiters.load(std::memory_order_seq_cst) != 0) {
-        h->space_futex.fetch_add(1, std::memory_order_seq_cst);
-        detail::futex_wake_all(h->space_futex);
-      }
+      if ((h->space_futex.load(std::memory_order_seq_cst) & 1u) &&
+          s >= h->space_wake_seq.load(std::memory_order_relaxed))
+        detail::wake_if_sleeping(h->space_futex);
     } else {
       entry->cursor.store(s, std::memory_order_relaxed);
     }
@@ -460,8 +454,7 @@ Reader::Reader(std::string_view name, const Options& opts) : impl_(std::make_uni
   }
   r.next = start;
   e->cursor.store(start - 1, std::memory_order_seq_cst);
-  h->space_futex.fetch_add(1);
-  detail::futex_wake_all(h->space_futex);  // a writer may be waiting for readers
+  detail::bump_and_wake(h->space_futex);  // a writer may be waiting for readers
 }
 
 Reader::~Reader() {
@@ -483,8 +476,7 @@ Reader::~Reader() {
   }
   e->cursor.store(0, std::memory_order_seq_cst);
   e->pid.store(0, std::memory_order_seq_cst);
-  r.h->space_futex.fetch_add(1);
-  detail::futex_wake_all(r.h->space_futex);
+  detail::bump_and_wake(r.h->space_futex);
 }
 
 std::optional<SlotView> Reader::try_acquire() {
@@ -493,8 +485,10 @@ std::optional<SlotView> Reader::try_acquire() {
   Header* h = r.h;
   for (int attempt = 0; attempt < 1000; ++attempt) {
     const std::uint64_t e = r.next;
-    const std::uint64_t w = h->write_seq.load(std::memory_order_acquire);
-    if (w < e) return std::nullopt;
+    if (e > r.known_w) {
+      r.known_w = h->write_seq.load(std::memory_order_acquire);
+      if (r.known_w < e) return std::nullopt;
+    }
     RawSlot* slot = r.seg.slot_for(e);
     const std::uint64_t s1 = slot->seq.load(std::memory_order_acquire);
     if (s1 != e) {
@@ -512,12 +506,9 @@ std::optional<SlotView> Reader::try_acquire() {
     v.meta.type_hash = slot->type_hash;
     for (std::size_t i = 0; i < 4; ++i) v.meta.dims[i] = slot->dims[i];
     v.data = r.seg.payload_of(slot);
-    const bool overwritten_now = [&] {
-      std::atomic_thread_fence(std::memory_order_acquire);
-      return slot->seq.load(std::memory_order_relaxed) != e;
-    }();
     if (v.meta.size > r.geo.slot_size) {
-      if (overwritten_now || slot->seq.load(std::memory_order_acquire) != e) {
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (slot->seq.load(std::memory_order_relaxed) != e) {
         r.skip_to(e, h->write_seq.load());
         continue;
       }
@@ -571,6 +562,7 @@ bool Reader::release() {
 AcquireResult Reader::acquire(Clock::time_point deadline) {
   Impl& r = *impl_;
   Header* h = r.h;
+  if (auto v = try_acquire()) return {AcquireStatus::slot, *v};  // fast path: no clock read
   const auto spin_until_base = Clock::now();
   bool spun = false;
   for (;;) {
@@ -595,14 +587,12 @@ AcquireResult Reader::acquire(Clock::time_point deadline) {
       continue;
     }
     spun = true;
-    h->data_waiters.fetch_add(1, std::memory_order_seq_cst);
-    const std::uint32_t v = h->data_futex.load(std::memory_order_seq_cst);
+    const std::uint32_t v = detail::announce_sleep(h->data_futex);
     if (h->write_seq.load(std::memory_order_seq_cst) < r.next && !h->ended.load(std::memory_order_seq_cst)) {
       const auto until = std::min(deadline, r.next_liveness_check);
       const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until - now);
       detail::futex_wait(h->data_futex, v, std::max<std::chrono::nanoseconds>(left, std::chrono::microseconds(100)));
     }
-    h->data_waiters.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 

@@ -40,7 +40,8 @@ class Segment {
   }
   // Slot holding `seq` (seq >= 1).
   layout::SlotMeta* slot_for(std::uint64_t seq) const {
-    return reinterpret_cast<layout::SlotMeta*>(base_ + layout::kSlotsOffset + ((seq - 1) % slots_) * stride_);
+    const std::uint64_t index = slot_mask_ ? ((seq - 1) & slot_mask_) : ((seq - 1) % slots_);
+    return reinterpret_cast<layout::SlotMeta*>(base_ + layout::kSlotsOffset + index * stride_);
   }
   std::byte* payload_of(layout::SlotMeta* s) const { return reinterpret_cast<std::byte*>(s) + meta_size_; }
   std::byte* checksum_of(layout::SlotMeta* s) const {
@@ -60,6 +61,7 @@ class Segment {
   std::size_t size_ = 0;
   Geometry geo_;
   std::uint64_t slots_ = 1, stride_ = 0, meta_size_ = layout::kSlotMetaSize;
+  std::uint64_t slot_mask_ = 0;  // slots_ - 1 when slots_ is a power of two > 1 (no division)
   unsigned file_mode_ = 0;
   uid_t uid_ = 0;
 };
@@ -81,6 +83,27 @@ bool pid_alive(std::uint32_t pid);  // false only when the pid surely does not e
 // FUTEX_WAIT / FUTEX_WAKE on a word in shared memory (not the _PRIVATE variants).
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::nanoseconds timeout);
 void futex_wake_all(std::atomic<std::uint32_t>& word);
+
+// Event counts on a futex word: bit 0 = "someone sleeps on it", bits 1.. count events.
+// A sleeper calls announce_sleep() (sets bit 0, returns the value to wait on), re-checks
+// its condition, then futex_wait()s on that value. A waker, after making its change
+// visible (seq_cst), calls wake_if_sleeping(): one load when nobody sleeps, else it
+// clears the bit (so later events do not wake again until someone sleeps again) and
+// wakes everyone. bump_and_wake() always wakes (attach, detach, end of stream).
+inline std::uint32_t announce_sleep(std::atomic<std::uint32_t>& word) {
+  std::uint32_t v = word.load(std::memory_order_seq_cst);
+  while (!(v & 1u))
+    if (word.compare_exchange_weak(v, v | 1u, std::memory_order_seq_cst)) return v | 1u;
+  return v;
+}
+inline void wake_if_sleeping(std::atomic<std::uint32_t>& word) {
+  std::uint32_t v = word.load(std::memory_order_seq_cst);
+  if ((v & 1u) && word.compare_exchange_strong(v, v + 1u, std::memory_order_seq_cst)) futex_wake_all(word);
+}
+inline void bump_and_wake(std::atomic<std::uint32_t>& word) {
+  word.fetch_add(2u, std::memory_order_seq_cst);
+  futex_wake_all(word);
+}
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)

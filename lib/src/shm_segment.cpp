@@ -191,6 +191,7 @@ Segment& Segment::operator=(Segment&& o) noexcept {
     slots_ = o.slots_;
     stride_ = o.stride_;
     meta_size_ = o.meta_size_;
+    slot_mask_ = o.slot_mask_;
     file_mode_ = o.file_mode_;
     uid_ = o.uid_;
     o.base_ = nullptr;
@@ -259,6 +260,7 @@ Segment Segment::open(std::string_view name, Access access) {
     seg.geo_ = Geometry{h->slot_count, h->slot_size, static_cast<Policy>(h->policy), static_cast<Checksum>(h->checksum)};
     const SlotGeometry sg = slot_geometry(seg.geo_);
     seg.slots_ = seg.geo_.slots;
+    seg.slot_mask_ = (seg.slots_ > 1 && (seg.slots_ & (seg.slots_ - 1)) == 0) ? seg.slots_ - 1 : 0;
     seg.stride_ = sg.stride;
     seg.meta_size_ = sg.meta_size;
     // Only map what the header describes; trailing bytes are ignored.
@@ -316,6 +318,7 @@ Segment Segment::create(std::string_view name, const CreateOptions& opts) {
   seg.size_ = sg.total_size;
   seg.geo_ = opts.geometry;
   seg.slots_ = opts.geometry.slots;
+  seg.slot_mask_ = (seg.slots_ > 1 && (seg.slots_ & (seg.slots_ - 1)) == 0) ? seg.slots_ - 1 : 0;
   seg.stride_ = sg.stride;
   seg.meta_size_ = sg.meta_size;
   seg.file_mode_ = opts.mode;

@@ -124,12 +124,12 @@ TEST_CASE("liveness: a producer that stops heartbeating is removed, consumers no
   const auto took = std::chrono::steady_clock::now() - t0;
   CHECK(closing["reason"] == "heartbeat_timeout");
   CHECK(closing["channel"] == "live.ch");
-  CHECK(took < 1500ms);  // timeout 500ms + one sweep + slack
+  CHECK(took < 2500ms);  // timeout 500ms + one sweep + slack for loaded/sanitizer runs
   CHECK(ctl({"info", "live.ch"}, b.endpoint).code == 4);
 }
 
 TEST_CASE("liveness: a producer process killed on this host disappears", "[e2e][liveness]") {
-  auto b = BrokerProcess::start({"--heartbeat-interval", "50ms", "--heartbeat-timeout", "3s"});
+  auto b = BrokerProcess::start({"--heartbeat-interval", "50ms", "--heartbeat-timeout", "10s"});
   // A real producer process: python registers with this host name and its own pid, then sleeps.
   const std::string script =
       "import zmq,json,os,socket,sys,time\n"
@@ -145,10 +145,10 @@ TEST_CASE("liveness: a producer process killed on this host disappears", "[e2e][
   CHECK(ctl({"info", "py.prod"}, b.endpoint).code == 0);
   py.kill(SIGKILL);
   py.wait(5s);
-  // Well before the 3 s heartbeat timeout, thanks to the same-host PID check.
+  // Well before the 10 s heartbeat timeout, thanks to the same-host PID check.
   const auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(eventually([&] { return ctl({"info", "py.prod"}, b.endpoint).code == 4; }, 5s));
-  CHECK(std::chrono::steady_clock::now() - t0 < 2500ms);
+  REQUIRE(eventually([&] { return ctl({"info", "py.prod"}, b.endpoint).code == 4; }, 8s));
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
 }
 
 TEST_CASE("restart: a registered producer reappears after the broker comes back", "[e2e][restart]") {

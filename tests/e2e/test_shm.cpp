@@ -339,3 +339,37 @@ TEST_CASE("shm: info and ls describe segments, writer and readers, also as JSON"
   CHECK(rr.code == 0);
   CHECK(rr.out == "2\n3\n");
 }
+
+TEST_CASE("shm sync: sixteen reader processes at once each get everything", "[shm][e2e]") {
+  TestSegment seg;
+  TempDir dir;
+  REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "4", "--slot-size", "256", "--policy", "sync"}).code == 0);
+  std::string input;
+  for (int i = 1; i <= 300; ++i) input += numbered_line(i, 30) + "\n";
+  const std::string in = write_file(dir, "in", input);
+  std::vector<Child> readers;
+  for (int k = 0; k < 16; ++k)
+    readers.push_back(Child::shell("exec " + kShm + " read " + seg.name + " > " + dir.file("out" + std::to_string(k))));
+  Child writer = Child::spawn({kShm, "write", seg.name, "--no-batch", "-w", "16"}, {}, in);
+  for (int k = 0; k < 16; ++k) {
+    const auto res = readers[static_cast<std::size_t>(k)].wait(30s);
+    INFO(k << ": " << res.err);
+    CHECK(res.code == 0);
+    CHECK(slurp(dir.file("out" + std::to_string(k))) == input);
+  }
+  CHECK(writer.wait(10s).code == 0);
+}
+
+TEST_CASE("shm: SIGTERM ends the writer with 143 and its readers with 0 after the last slot", "[shm][e2e]") {
+  TestSegment seg;
+  REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "4", "--slot-size", "64"}).code == 0);
+  Child writer = Child::spawn({kShm, "write", seg.name});
+  Child reader = Child::spawn({kShm, "read", seg.name, "--line-buffered"});
+  writer.write_stdin("last words\n");
+  CHECK(reader.read_line(10s) == std::optional<std::string>("last words"));
+  writer.kill(SIGTERM);
+  CHECK(writer.wait(10s).code == 143);
+  const auto r = reader.wait(10s);
+  CHECK(r.code == 0);
+  CHECK(shm::inspect_segment(seg.name).ended);
+}

@@ -397,10 +397,10 @@ TEST_CASE("an idle reader sleeps and wakes within milliseconds of a publish", "[
     auto res = r.acquire(soon());
     got = res.status == shm::AcquireStatus::slot;
   });
-  // The reader is asleep on the futex once data_waiters is raised.
+  // The reader is asleep on the futex once it set bit 0 of data_futex.
   RawMap m(seg.name);
   auto* h = reinterpret_cast<shm::layout::Header*>(m.p);
-  REQUIRE(plh::test::eventually([&] { return h->data_waiters.load() > 0; }));
+  REQUIRE(plh::test::eventually([&] { return (h->data_futex.load() & 1u) != 0; }));
   w.publish(bytes("wake"));
   t.join();
   CHECK(got.load());

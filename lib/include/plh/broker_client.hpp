@@ -22,6 +22,8 @@
 // else an ephemeral keypair made for this connection.
 //
 // Thread safety: all public members may be called from any thread, concurrently.
+// Signals: the threads this client starts (its own and libzmq's) block all signals, so
+// SIGINT/SIGTERM are delivered to the application's threads.
 #include <nlohmann/json.hpp>
 
 #include <atomic>

@@ -67,12 +67,13 @@ struct Header {
   std::atomic<std::uint64_t> writer_attached_ns;           // 120 CLOCK_REALTIME of the attach
   // Line 2: written by the writer on every publish; read by readers.
   std::atomic<std::uint64_t> write_seq;                    // 128 seq of the newest committed slot
-  std::atomic<std::uint32_t> space_futex;                  // 136 readers bump it to wake the writer
-  std::atomic<std::uint32_t> space_waiters;                // 140 >0 while the writer sleeps
-  std::uint8_t pad2[48];                                   // 144
-  // Line 3: written by readers about to sleep; read by the writer on every publish.
-  std::atomic<std::uint32_t> data_futex;                   // 192 the writer bumps it to wake readers
-  std::atomic<std::uint32_t> data_waiters;                 // 196 readers asleep or about to sleep
+  std::atomic<std::uint32_t> space_futex;                  // 136 bit 0: writer sleeps; bits 1..: events
+  std::atomic<std::uint32_t> reserved_140;                 // 140 0
+  std::atomic<std::uint64_t> space_wake_seq;               // 144 wake the writer once a cursor reaches this
+  std::uint8_t pad2[40];                                   // 152
+  // Line 3: set by readers about to sleep; read by the writer on every publish.
+  std::atomic<std::uint32_t> data_futex;                   // 192 bit 0: readers sleep; bits 1..: events
+  std::atomic<std::uint32_t> reserved_196;                 // 196 0
   std::uint8_t pad3[56];                                   // 200
 };
 static_assert(sizeof(Header) == kHeaderSize);
@@ -80,9 +81,10 @@ static_assert(offsetof(Header, writer_pid) == 64);
 static_assert(offsetof(Header, retain) == 112);
 static_assert(offsetof(Header, writer_attached_ns) == 120);
 static_assert(offsetof(Header, write_seq) == 128);
-static_assert(offsetof(Header, space_waiters) == 140);
+
+static_assert(offsetof(Header, space_wake_seq) == 144);
 static_assert(offsetof(Header, data_futex) == 192);
-static_assert(offsetof(Header, data_waiters) == 196);
+
 
 struct ReaderEntry {
   std::atomic<std::uint32_t> pid;               // 0   0 = free
