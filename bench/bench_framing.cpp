@@ -1,5 +1,6 @@
 // Framing throughput: 1,000,000 lines of 42 bytes read by FrameReader and written by
-// FrameWriter to /dev/null, from a file and through a pipe fed by a thread.
+// FrameWriter to /dev/null, from a file and through a pipe fed by a thread; also json
+// input (the same lines as `-f json` writes them).
 //   bench_framing [LINES]
 // Prints one line per case: name, lines, seconds, lines/s, MB/s.
 #include <fcntl.h>
@@ -60,15 +61,44 @@ int main(int argc, char** argv) {
   ::close(tmp);
   const int devnull = ::open("/dev/null", O_WRONLY);
 
+  // The same lines as json input (what `plh-sub -f json | plh-pub -f json` carries).
+  std::string json_input;
+  {
+    int fds[2];
+    if (::pipe(fds) != 0) return 1;
+    std::thread drain([&] {
+      char buf[65536];
+      for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) json_input.append(buf, static_cast<std::size_t>(n));
+    });
+    {
+      plh::FrameWriter w(fds[1], plh::Format::json, false);
+      plh::MessageMeta meta;
+      meta.channel = "bench.lines";
+      std::size_t pos = 0;
+      while (pos < input.size()) {
+        const std::size_t nl = input.find('\n', pos);
+        meta.seq++;
+        w.write(std::string_view(input).substr(pos, nl - pos), meta);
+        pos = nl + 1;
+      }
+    }
+    ::close(fds[1]);
+    drain.join();
+    ::close(fds[0]);
+  }
+
   struct Case {
     const char* name;
+    plh::Format in;
     plh::Format out;
     bool pipe;
   };
-  for (const Case c : {Case{"file  line -> line", plh::Format::line, false},
-                       Case{"pipe  line -> line", plh::Format::line, true},
-                       Case{"pipe  line -> len", plh::Format::len, true},
-                       Case{"pipe  line -> json", plh::Format::json, true}}) {
+  for (const Case c : {Case{"file  line -> line", plh::Format::line, plh::Format::line, false},
+                       Case{"pipe  line -> line", plh::Format::line, plh::Format::line, true},
+                       Case{"pipe  line -> len", plh::Format::line, plh::Format::len, true},
+                       Case{"pipe  line -> json", plh::Format::line, plh::Format::json, true},
+                       Case{"pipe  json -> line", plh::Format::json, plh::Format::line, true}}) {
+    const std::string& data = c.in == plh::Format::json ? json_input : input;
     int in = -1;
     std::thread feeder;
     int fds[2] = {-1, -1};
@@ -81,8 +111,8 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     if (c.pipe) {
       feeder = std::thread([&] {
-        const char* p = input.data();
-        std::size_t left = input.size();
+        const char* p = data.data();
+        std::size_t left = data.size();
         while (left > 0) {
           const ssize_t w = ::write(fds[1], p, left);
           if (w <= 0) break;
@@ -92,7 +122,7 @@ int main(int argc, char** argv) {
         ::close(fds[1]);
       });
     }
-    const std::size_t n = pump(in, plh::Format::line, devnull, c.out);
+    const std::size_t n = pump(in, c.in, devnull, c.out);
     const auto t1 = std::chrono::steady_clock::now();
     if (feeder.joinable()) feeder.join();
     ::close(in);
@@ -100,7 +130,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench_framing: %s: expected %zu lines, got %zu\n", c.name, lines, n);
       return 1;
     }
-    report(c.name, n, input.size(), t1 - t0);
+    report(c.name, n, data.size(), t1 - t0);
   }
   ::unlink(path);
   return 0;

@@ -8,7 +8,9 @@
 #include <thread>
 #include <vector>
 
+#include "plh/broker_client.hpp"
 #include "plh/data_plane.hpp"
+#include "plh/pubsub.hpp"
 #include "plh/error.hpp"
 #include "plh/text.hpp"
 #include "process.hpp"
@@ -219,4 +221,18 @@ TEST_CASE("bad bind endpoints are usage errors", "[data_plane]") {
   CHECK_THROWS_AS(Publisher(cfg), UsageError);
   CHECK_THROWS_AS(parse_pattern("fanout"), UsageError);
   CHECK(parse_pattern("pipeline") == Pattern::pipeline);
+}
+
+TEST_CASE("schema option parsing: ID[@VERSION], the hash covers the version", "[data_plane]") {
+  const auto none = parse_schema("");
+  CHECK(none.hash == 0);
+  CHECK(none.text.empty());
+  const auto a = parse_schema("imu@3");
+  CHECK(a.id == "imu");
+  CHECK(a.version == "3");
+  CHECK(a.hash == schema_hash("imu@3"));
+  CHECK(a.hash != 0);
+  CHECK(parse_schema("imu@4").hash != a.hash);
+  CHECK(parse_schema("imu").version.empty());
+  CHECK_THROWS_AS(parse_schema("@3"), UsageError);
 }

@@ -389,7 +389,9 @@ TEST_CASE("json input: data and data_b64, other fields ignored", "[framing]") {
 
 TEST_CASE("json input: anything but an object with data is an error naming the line", "[framing]") {
   for (const char* bad : {"not json", "[1,2]", "{\"x\":1}", "{\"data\":5}", "{\"data_b64\":\"@@@\"}",
-                                "{\"data\":\"unterminated}"}) {
+                          "{\"data\":\"unterminated}", "{\"data\":\"x\",}", "{\"a\":01,\"data\":\"x\"}",
+                          "{\"data\":\"x\"} x", "{\"data\":\"\\ud800\"}", "{\"data\":\"\xff\"}",
+                          "{\"data\":\"tab\there\"}"}) {
     INFO(bad);
     Pipe p;
     std::thread feeder([&] {
@@ -450,4 +452,36 @@ TEST_CASE("non-blocking output waits for the reader instead of failing", "[frami
   p.close_w();
   drain.join();
   CHECK(got.size() == msgs.size() * 51);
+}
+
+TEST_CASE("json input: the fast scanner agrees with a full JSON parser", "[framing]") {
+  const std::vector<std::string> lines{
+      R"({"data":"\u00e4\ud83d\ude00 \/ \b\f\n\r\t \" \\"})",
+      R"({"channel":"a.b","seq":12,"ts_ns":-5,"size":3,"data":"xyz","dims":[1,2,[3,{"k":null}]],"ok":true,"no":false,"f":1.5e-3})",
+      R"({"x":"\"}","data":"after"})",
+      "{\"data\":\"\xc3\xa4\xe2\x82\xac\"}",
+      R"( { "data_b64" : "AAEC/w==" , "extra" : { } } )",
+      R"({"data":5,"data_b64":"AA=="})",
+      R"({"data":"a","data":"b"})",
+      R"({"d\u0061ta":"escaped key"})",
+      R"({"data":"","e":[],"n":-0.5E+2})",
+  };
+  std::string input;
+  Msgs expect;
+  for (const auto& l : lines) {
+    input += l + "\n";
+    const auto j = nlohmann::json::parse(l);
+    if (j.contains("data") && j["data"].is_string()) {
+      expect.push_back(j["data"].get<std::string>());
+    } else {
+      const auto b64 = j["data_b64"].get<std::string>();
+      std::string bin(b64.size(), '\0');
+      std::size_t n = 0;
+      REQUIRE(sodium_base642bin(reinterpret_cast<unsigned char*>(bin.data()), bin.size(), b64.data(), b64.size(),
+                                nullptr, &n, nullptr, sodium_base64_VARIANT_ORIGINAL) == 0);
+      bin.resize(n);
+      expect.push_back(bin);
+    }
+  }
+  CHECK(read_messages(Format::json, input) == expect);
 }
