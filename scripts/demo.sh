@@ -11,7 +11,8 @@ export PATH="$PWD/build/bin:$PATH"
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Newest first: publishers deregister while the broker is still there.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; wait "${pids[i]}" 2>/dev/null || true; done
   wait 2>/dev/null || true
   plh-shm rm "demo-$$" 2>/dev/null || true
   rm -rf "$tmp"
