@@ -91,6 +91,7 @@ struct Writer::Impl {
   bool floor_valid = false;
   RawSlot* pending = nullptr;
   bool ended = false, claimed = false;
+  bool light_fence = false;  // header writer_fence == kFenceAsymmetric
   Clock::time_point last_reap{};
 
   std::thread heartbeat;
@@ -233,10 +234,14 @@ Writer::Writer(std::string_view name, const Options& opts) : impl_(std::make_uni
   }
   w.claimed = true;
   w.seq = h->write_seq.load();
+  w.light_fence = opts.asymmetric_fence && detail::register_light_fence();
+  h->writer_fence.store(w.light_fence ? layout::kFenceAsymmetric : layout::kFenceFull);
   h->ended.store(0);
   h->writer_generation.fetch_add(1);
   h->writer_attached_ns.store(static_cast<std::uint64_t>(realtime_ns()));
   reap_dead_readers(w.seg);
+  // Readers asleep since an earlier writer re-read writer_fence before they sleep again.
+  detail::bump_and_wake(h->data_futex);
   w.heartbeat = std::thread([this, iv = opts.heartbeat_interval] { impl_->heartbeat_loop(iv); });
 }
 
@@ -281,8 +286,17 @@ std::uint64_t Writer::end_publish(std::size_t size, std::int64_t ts_ns, std::uin
   if (w.geo.checksum != Checksum::none)
     detail::compute_checksum(w.geo.checksum, w.seg.payload_of(slot), size, w.seg.checksum_of(slot));
   slot->seq.store(s, std::memory_order_release);
-  w.h->write_seq.store(s, std::memory_order_seq_cst);
-  detail::wake_if_sleeping(w.h->data_futex);
+  if (w.light_fence) {
+    // No hardware fence between the store and the load: a reader about to sleep runs
+    // membarrier() instead (Reader::acquire), which orders them for us. The compiler
+    // must still keep them in program order.
+    w.h->write_seq.store(s, std::memory_order_release);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (w.h->data_futex.load(std::memory_order_relaxed) & 1u) detail::wake_if_sleeping(w.h->data_futex);
+  } else {
+    w.h->write_seq.store(s, std::memory_order_seq_cst);
+    detail::wake_if_sleeping(w.h->data_futex);
+  }
   w.seq = s;
   w.pending = nullptr;
   return s;
@@ -351,6 +365,8 @@ struct Reader::Impl {
   WaitOptions wait;
   ReaderEntry* entry = nullptr;
   std::uint64_t next = 1;  // seq expected next
+  std::uint64_t published = 0;  // cursor value last stored in the reader entry
+  std::uint64_t publish_every = 1;
   std::uint64_t known_w = 0;  // write_seq as last loaded: slots up to it need no new load
   RawSlot* held = nullptr;
   std::uint64_t held_seq = 0;
@@ -370,17 +386,27 @@ struct Reader::Impl {
     if (!ordered()) entry->cursor.store(new_next - 1, std::memory_order_relaxed);
   }
 
-  // Moves the cursor past `s` (consumed) and wakes a writer waiting for space.
+  // Moves past `s` (consumed). Under sequential/sync the shared cursor (which the writer
+  // polls when the ring is full) is published every `publish_every` slots and whenever
+  // this reader runs out of slots (publish_cursor() before it waits): the cache line
+  // then travels between the cores once per batch instead of once per slot.
   void advance(std::uint64_t s) {
     next = s + 1;
-    if (ordered()) {
-      entry->cursor.store(s, std::memory_order_seq_cst);
-      if ((h->space_futex.load(std::memory_order_seq_cst) & 1u) &&
-          s >= h->space_wake_seq.load(std::memory_order_relaxed))
-        detail::wake_if_sleeping(h->space_futex);
-    } else {
+    if (!ordered()) {
       entry->cursor.store(s, std::memory_order_relaxed);
+    } else if (s - published >= publish_every) {
+      publish_cursor();
     }
+  }
+
+  // Stores the cursor and wakes a writer that waits for space.
+  void publish_cursor() {
+    const std::uint64_t s = next - 1;
+    if (!ordered() || s == published) return;
+    published = s;
+    entry->cursor.store(s, std::memory_order_seq_cst);
+    if ((h->space_futex.load(std::memory_order_seq_cst) & 1u) && s >= h->space_wake_seq.load(std::memory_order_relaxed))
+      detail::wake_if_sleeping(h->space_futex);
   }
 
   void check_writer() {
@@ -453,6 +479,10 @@ Reader::Reader(std::string_view name, const Options& opts) : impl_(std::make_uni
     if (opts.from == From::latest) start = std::max(start, std::max<std::uint64_t>(w, 1));
   }
   r.next = start;
+  r.published = start - 1;
+  // A batch is at most 1/8 of the ring, so a writer waiting for space is held back by at
+  // most that much by a reader that is still working.
+  r.publish_every = std::clamp<std::uint64_t>(r.n / 8, 1, 256);
   e->cursor.store(start - 1, std::memory_order_seq_cst);
   detail::bump_and_wake(h->space_futex);  // a writer may be waiting for readers
 }
@@ -461,6 +491,7 @@ Reader::~Reader() {
   if (!impl_ || !impl_->entry) return;
   Impl& r = *impl_;
   if (r.held) release();
+  r.publish_cursor();
   ReaderEntry* e = r.entry;
   if (r.ordered()) {
     bool others = false;
@@ -487,7 +518,10 @@ std::optional<SlotView> Reader::try_acquire() {
     const std::uint64_t e = r.next;
     if (e > r.known_w) {
       r.known_w = h->write_seq.load(std::memory_order_acquire);
-      if (r.known_w < e) return std::nullopt;
+      if (r.known_w < e) {
+        r.publish_cursor();  // about to wait: the writer must see everything consumed
+        return std::nullopt;
+      }
     }
     RawSlot* slot = r.seg.slot_for(e);
     const std::uint64_t s1 = slot->seq.load(std::memory_order_acquire);
@@ -588,8 +622,13 @@ AcquireResult Reader::acquire(Clock::time_point deadline) {
     }
     spun = true;
     const std::uint32_t v = detail::announce_sleep(h->data_futex);
+    auto until = std::min(deadline, r.next_liveness_check);
+    if (h->writer_fence.load(std::memory_order_seq_cst) == layout::kFenceAsymmetric && !detail::heavy_fence()) {
+      // This process may not call membarrier (seccomp?) although the writer's could:
+      // a wake-up may be missed, so never sleep long.
+      until = std::min(until, now + std::chrono::milliseconds(1));
+    }
     if (h->write_seq.load(std::memory_order_seq_cst) < r.next && !h->ended.load(std::memory_order_seq_cst)) {
-      const auto until = std::min(deadline, r.next_liveness_check);
       const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until - now);
       detail::futex_wait(h->data_futex, v, std::max<std::chrono::nanoseconds>(left, std::chrono::microseconds(100)));
     }

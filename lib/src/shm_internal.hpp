@@ -84,6 +84,14 @@ bool pid_alive(std::uint32_t pid);  // false only when the pid surely does not e
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::nanoseconds timeout);
 void futex_wake_all(std::atomic<std::uint32_t>& word);
 
+// Asymmetric fence (membarrier(2)): the fast side (the writer) registers once per
+// process and then needs only a compiler barrier between its store and its load; the
+// slow side (a reader about to sleep) calls heavy_fence(), which makes every running
+// thread of every registered process execute a full memory barrier. false when the
+// kernel (or a seccomp filter) does not offer MEMBARRIER_CMD_GLOBAL_EXPEDITED.
+bool register_light_fence();  // cached after the first call
+bool heavy_fence();
+
 // Event counts on a futex word: bit 0 = "someone sleeps on it", bits 1.. count events.
 // A sleeper calls announce_sleep() (sets bit 0, returns the value to wait on), re-checks
 // its condition, then futex_wait()s on that value. A waker, after making its change

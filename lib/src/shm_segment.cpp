@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sodium.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -82,6 +83,22 @@ void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::c
   ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &ts, nullptr, 0);
 }
+
+namespace {
+long membarrier(int cmd) { return ::syscall(SYS_membarrier, cmd, 0u, 0); }
+}  // namespace
+
+bool register_light_fence() {
+  static const bool ok = [] {
+    const long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+    if (cmds < 0 || !(cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) || !(cmds & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED))
+      return false;
+    return membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+  }();
+  return ok;
+}
+
+bool heavy_fence() { return membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0; }
 
 void futex_wake_all(std::atomic<std::uint32_t>& word) {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);

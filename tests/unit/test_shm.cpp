@@ -405,3 +405,52 @@ TEST_CASE("an idle reader sleeps and wakes within milliseconds of a publish", "[
   t.join();
   CHECK(got.load());
 }
+
+// The writer publishes without a fence per slot (asymmetric, membarrier) or with one; in
+// both a reader that goes to sleep just as a slot is committed must be woken by that
+// publish, not by its 100 ms liveness timeout. Publishes land at random moments around
+// the reader's sleep; a lost wake-up shows as a slot that took >= 50 ms to arrive.
+TEST_CASE("no wake-up is lost with or without the per-publish fence", "[shm]") {
+  for (const bool asymmetric : {true, false}) {
+    CAPTURE(asymmetric);
+    TestSegment seg;
+    auto wo = writer_opts(8, 64, shm::Policy::sync);
+    wo.asymmetric_fence = asymmetric;
+    shm::Writer w(seg.name, wo);
+    RawMap m(seg.name);
+    auto* h = reinterpret_cast<shm::layout::Header*>(m.p);
+    if (!asymmetric) CHECK(h->writer_fence.load() == shm::layout::kFenceFull);
+    shm::Reader::Options ro;
+    ro.wait.spin = 0ns;  // straight to the futex
+    ro.wait.heartbeat_timeout = 60s;
+    shm::Reader r(seg.name, ro);
+    constexpr int kCycles = 400;
+    std::atomic<int> received{0};
+    std::atomic<int> slow{0};
+    std::atomic<std::int64_t> sent_at{0};
+    std::thread reader([&] {
+      for (int i = 0; i < kCycles; ++i) {
+        auto got = r.acquire(soon(10s));
+        if (got.status != shm::AcquireStatus::slot) break;
+        const auto now = shm::Clock::now().time_since_epoch().count();
+        if (now - sent_at.load() >= std::chrono::nanoseconds(50ms).count()) ++slow;
+        r.release();
+        ++received;
+      }
+    });
+    std::mt19937 rng(42);
+    for (int i = 0; i < kCycles; ++i) {
+      // Wait until the previous slot was taken, then publish 0-40 us later: sometimes
+      // before the reader sleeps, sometimes while it is going to sleep, sometimes after.
+      REQUIRE(plh::test::eventually([&] { return received.load() == i; }));
+      const auto until = shm::Clock::now() + std::chrono::microseconds(rng() % 40);
+      while (shm::Clock::now() < until) {
+      }
+      sent_at = shm::Clock::now().time_since_epoch().count();
+      w.publish(bytes("x" + std::to_string(i)));
+    }
+    reader.join();
+    CHECK(received.load() == kCycles);
+    CHECK(slow.load() == 0);
+  }
+}

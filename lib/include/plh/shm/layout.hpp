@@ -31,6 +31,15 @@ inline constexpr std::uint32_t kSlotMetaSizeChecksum = 128;  // xxh3 / blake2b
 inline constexpr std::uint32_t kChecksumOffset = 64;         // inside SlotMeta
 inline constexpr std::uint32_t kChecksumBytes = 32;
 
+// Header::writer_fence: how the writer orders "store write_seq" before "load data_futex".
+// kFenceFull: a full (sequentially consistent) fence on every publish; a reader needs
+// nothing special. kFenceAsymmetric: the writer process registered for
+// membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) and publishes without a fence; a reader
+// about to sleep must call that membarrier between setting bit 0 of data_futex and
+// re-checking write_seq (see docs/shm-layout.md, "Event counts").
+inline constexpr std::uint32_t kFenceFull = 0;
+inline constexpr std::uint32_t kFenceAsymmetric = 1;
+
 // Slot flags.
 inline constexpr std::uint32_t kSlotPacked = 1u << 0;  // payload holds several records, see docs
 
@@ -73,7 +82,7 @@ struct Header {
   std::uint8_t pad2[40];                                   // 152
   // Line 3: set by readers about to sleep; read by the writer on every publish.
   std::atomic<std::uint32_t> data_futex;                   // 192 bit 0: readers sleep; bits 1..: events
-  std::atomic<std::uint32_t> reserved_196;                 // 196 0
+  std::atomic<std::uint32_t> writer_fence;                 // 196 kFence*: how the writer publishes
   std::uint8_t pad3[56];                                   // 200
 };
 static_assert(sizeof(Header) == kHeaderSize);
@@ -84,6 +93,7 @@ static_assert(offsetof(Header, write_seq) == 128);
 
 static_assert(offsetof(Header, space_wake_seq) == 144);
 static_assert(offsetof(Header, data_futex) == 192);
+static_assert(offsetof(Header, writer_fence) == 196);
 
 
 struct ReaderEntry {
