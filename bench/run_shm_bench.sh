@@ -140,7 +140,10 @@ run_iceoryx() {
   log "iceoryx: taskset -c $CPU_A iceperf-bench-leader -t iceoryx-cpp-api -n $ICE_N (follower on CPU $CPU_B)"
   timeout 600 taskset -c "$CPU_A" "$dir/build/iceperf-bench-leader" -t iceoryx-cpp-api -n "$ICE_N" \
     >"$WORK/leader.log" 2>&1 || { cat "$WORK/leader.log" >&2; return 1; }
-  wait "$follower" || true
+  # The follower sometimes keeps waiting for an unsubscribe that never comes: give it a
+  # few seconds to finish on its own, then stop it.
+  for i in $(seq 50); do kill -0 "$follower" 2>/dev/null || break; sleep 0.1; done
+  kill "$follower" 2>/dev/null || true; wait "$follower" 2>/dev/null || true
   kill "$roudi" 2>/dev/null || true; wait "$roudi" 2>/dev/null || true
   grep -A8 'Measurement Result' "$WORK/leader.log" >&2
   local size lat
