@@ -299,6 +299,10 @@ std::uint64_t Writer::end_publish(std::size_t size, std::int64_t ts_ns, std::uin
   }
   w.seq = s;
   w.pending = nullptr;
+  // The heartbeat thread refreshes the heartbeat every 100 ms; a busy writer also does it
+  // here now and then, so that a starved thread on a loaded machine is not taken for a
+  // dead writer while slots keep coming.
+  if ((s & 4095) == 0) w.h->writer_heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
   return s;
 }
 

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <thread>
@@ -72,8 +73,22 @@ std::uint64_t monotonic_ns() {
 
 bool pid_alive(std::uint32_t pid) {
   if (pid == 0 || pid > static_cast<std::uint32_t>(INT_MAX)) return false;
-  if (::kill(static_cast<pid_t>(pid), 0) == 0) return true;
-  return errno != ESRCH;  // EPERM: exists, owned by someone else
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno != ESRCH;  // EPERM: exists, someone else's
+  // A process that exited but was not reaped yet (zombie) still answers kill(): look
+  // at its state in /proc/PID/stat ("PID (COMM) S ..."; COMM may contain ')' itself).
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;  // no /proc: trust kill()
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return true;
+  buf[n] = '\0';
+  const char* close_paren = std::strrchr(buf, ')');
+  if (!close_paren || close_paren[1] != ' ') return true;
+  const char state = close_paren[2];
+  return state != 'Z' && state != 'X' && state != 'x';
 }
 
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::nanoseconds timeout) {

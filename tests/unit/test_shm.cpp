@@ -1,5 +1,6 @@
 // The DataBlock library in-process, on real shared memory.
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -453,4 +455,48 @@ TEST_CASE("no wake-up is lost with or without the per-publish fence", "[shm]") {
     CHECK(received.load() == kCycles);
     CHECK(slow.load() == 0);
   }
+}
+
+// A reader process that exited without detaching and was not reaped yet (a zombie still
+// answers kill(pid, 0)) must not hold a sequential writer back.
+TEST_CASE("sequential: a zombie reader's cursor is released", "[shm]") {
+  TestSegment seg;
+  shm::create_segment(seg.name, {{4, 64, shm::Policy::sequential, shm::Checksum::none}, 0600});
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  const pid_t child = ::fork();  // before any thread of this test exists
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    try {
+      new shm::Reader(seg.name, {});  // never destroyed: the entry stays claimed
+      [[maybe_unused]] auto n = ::write(ready[1], "r", 1);
+    } catch (...) {
+    }
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char c = 0;
+  REQUIRE(::read(ready[0], &c, 1) == 1);
+  ::close(ready[0]);
+  // Not reaped: the child is a zombie now.
+  REQUIRE(plh::test::eventually([&] {
+    std::ifstream st("/proc/" + std::to_string(child) + "/stat");
+    std::string line;
+    std::getline(st, line);
+    const auto p = line.rfind(')');
+    return p != std::string::npos && p + 2 < line.size() && line[p + 2] == 'Z';
+  }));
+  CHECK(shm::inspect_segment(seg.name).readers.size() == 1);
+  {
+    shm::Writer w(seg.name, {});
+    for (int i = 0; i < 10; ++i) {
+      auto buf = w.begin_publish(soon());  // TimeoutError if the zombie held the ring
+      REQUIRE(buf.size() == 64);
+      CHECK(w.end_publish(8) == static_cast<std::uint64_t>(i + 1));
+    }
+  }
+  CHECK(shm::inspect_segment(seg.name).readers.empty());
+  int status = 0;
+  ::waitpid(child, &status, 0);
 }
