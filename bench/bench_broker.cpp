@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   void* ctx = zmq_ctx_new();
-  zmq_ctx_set(ctx, ZMQ_IO_THREADS, 1);
+  zmq_ctx_set(ctx, ZMQ_IO_THREADS, getenv("BIO") ? atoi(getenv("BIO")) : 1);
   if (do_populate) {
     const auto t0 = steady_clock::now();
     populate(ctx, ep, channels);

@@ -13,7 +13,7 @@ struct Options {
   plh::cli::LogOptions log;
   std::string endpoint = "tcp://127.0.0.1:5555";
   std::string secret_file, allow_keys, admin_token_file;
-  std::string heartbeat_interval = "500ms", heartbeat_timeout = "5s";
+  std::string heartbeat_interval = "500ms", heartbeat_timeout = "5s", busy_poll = "1ms";
 };
 
 int serve(const Options& o) {
@@ -23,6 +23,8 @@ int serve(const Options& o) {
   cfg.endpoint = o.endpoint;
   cfg.heartbeat_interval = duration_cast<milliseconds>(plh::parse_duration(o.heartbeat_interval));
   cfg.heartbeat_timeout = duration_cast<milliseconds>(plh::parse_duration(o.heartbeat_timeout));
+  cfg.busy_poll = duration_cast<std::chrono::microseconds>(plh::parse_duration(o.busy_poll));
+  if (cfg.busy_poll > std::chrono::seconds(1)) throw plh::UsageError("--busy-poll must be at most 1s");
   if (cfg.heartbeat_interval.count() < 1) throw plh::UsageError("--heartbeat-interval must be at least 1ms");
   if (cfg.heartbeat_timeout <= cfg.heartbeat_interval)
     throw plh::UsageError("--heartbeat-timeout must be longer than --heartbeat-interval");
@@ -51,6 +53,8 @@ int main(int argc, char** argv) {
     app.add_option("--admin-token-file", o.admin_token_file, "CLOSE_REQ must carry the token in this file");
     app.add_option("--heartbeat-interval", o.heartbeat_interval, "Heartbeat interval handed to clients");
     app.add_option("--heartbeat-timeout", o.heartbeat_timeout, "Remove producers/consumers silent this long");
+    app.add_option("--busy-poll", o.busy_poll,
+                   "Under dense traffic, poll this long after each request before sleeping (0 = never)");
     return [&]() -> int {
       plh::cli::apply_log_options("plh-broker", o.log, "info");
       return serve(o);
