@@ -3,15 +3,14 @@
 
 #include <sys/stat.h>
 
-#include <csignal>
 #include <fstream>
 
+#include "../e2e/test_broker_process.hpp"
 #include "cli_cases.hpp"
 #include "process.hpp"
 
 #if defined(PLH_BROKER_BIN) && defined(PLH_CTL_BIN)
 
-using namespace std::chrono_literals;
 using plh::test::Case;
 using plh::test::check_case;
 using plh::test::run;
@@ -113,17 +112,13 @@ TEST_CASE("plh-broker argument errors", "[cli][broker]") {
 }
 
 TEST_CASE("plh-broker on a port in use fails with exit 1", "[cli][broker]") {
-  auto first = plh::test::Child::spawn({PLH_BROKER_BIN, "--endpoint", "tcp://127.0.0.1:0", "-q"});
-  auto line = first.read_line(10s);
-  REQUIRE(line);
-  const auto pos = line->find("tcp://");
-  REQUIRE(pos != std::string::npos);
-  const std::string ep = line->substr(pos, line->find('"', pos) - pos);
+  auto first = plh::test::BrokerProcess::start();
+  const std::string ep = first.endpoint;
+  REQUIRE(ep != "tcp://127.0.0.1:0");
   auto r = run({PLH_BROKER_BIN, "--endpoint", ep});
   CHECK(r.code == 1);
   CHECK(r.err.rfind("plh-broker: error: cannot bind " + ep, 0) == 0);
-  first.kill(SIGTERM);
-  CHECK(first.wait(10s).code == 0);
+  CHECK(first.stop() == 0);
 }
 
 #endif
