@@ -3,43 +3,18 @@
 
 #include <sys/stat.h>
 
-#include <algorithm>
-#include <csignal>
 #include <fstream>
 
+#include "../e2e/test_broker_process.hpp"
+#include "cli_cases.hpp"
 #include "process.hpp"
 
 #if defined(PLH_BROKER_BIN) && defined(PLH_CTL_BIN)
 
-using namespace std::chrono_literals;
+using plh::test::Case;
+using plh::test::check_case;
 using plh::test::run;
 using plh::test::TempDir;
-
-namespace {
-struct Case {
-  std::vector<std::string> args;
-  int code;
-  std::string stderr_start;  // the single stderr line starts with this ("" = stderr empty)
-};
-
-void check_case(const std::string& bin, const std::string& tool, const Case& c) {
-  std::vector<std::string> argv{bin};
-  argv.insert(argv.end(), c.args.begin(), c.args.end());
-  std::string shown = tool;
-  for (const auto& a : c.args) shown += " '" + a + "'";
-  INFO(shown);
-  // A broker address that nobody serves, so nothing depends on a running broker.
-  auto r = run(argv, "", 20s, {{"PLH_BROKER", "tcp://127.0.0.1:1"}, {"PLH_BROKER_KEY", ""}, {"PLH_ADMIN_TOKEN", ""}});
-  INFO("stderr: " << r.err);
-  CHECK(r.code == c.code);
-  if (c.stderr_start.empty()) {
-    CHECK(r.err.empty());
-  } else {
-    CHECK(r.err.rfind(c.stderr_start, 0) == 0);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  }
-}
-}  // namespace
 
 TEST_CASE("plh-ctl argument errors", "[cli][ctl]") {
   TempDir dir;
@@ -137,17 +112,13 @@ TEST_CASE("plh-broker argument errors", "[cli][broker]") {
 }
 
 TEST_CASE("plh-broker on a port in use fails with exit 1", "[cli][broker]") {
-  auto first = plh::test::Child::spawn({PLH_BROKER_BIN, "--endpoint", "tcp://127.0.0.1:0", "-q"});
-  auto line = first.read_line(10s);
-  REQUIRE(line);
-  const auto pos = line->find("tcp://");
-  REQUIRE(pos != std::string::npos);
-  const std::string ep = line->substr(pos, line->find('"', pos) - pos);
+  auto first = plh::test::BrokerProcess::start();
+  const std::string ep = first.endpoint;
+  REQUIRE(ep != "tcp://127.0.0.1:0");
   auto r = run({PLH_BROKER_BIN, "--endpoint", ep});
   CHECK(r.code == 1);
   CHECK(r.err.rfind("plh-broker: error: cannot bind " + ep, 0) == 0);
-  first.kill(SIGTERM);
-  CHECK(first.wait(10s).code == 0);
+  CHECK(first.stop() == 0);
 }
 
 #endif

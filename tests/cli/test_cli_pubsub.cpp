@@ -1,40 +1,14 @@
 // plh-pub and plh-sub argument tables: arguments -> exit code and the one stderr line.
 #include <catch2/catch.hpp>
 
-#include <algorithm>
-
+#include "cli_cases.hpp"
 #include "process.hpp"
 
 #if defined(PLH_PUB_BIN) && defined(PLH_SUB_BIN)
 
-using namespace std::chrono_literals;
+using plh::test::Case;
+using plh::test::check_case;
 using plh::test::run;
-
-namespace {
-struct Case {
-  std::vector<std::string> args;
-  int code;
-  std::string stderr_start;  // the single stderr line starts with this ("" = stderr empty)
-};
-
-void check_case(const std::string& bin, const std::string& tool, const Case& c) {
-  std::vector<std::string> argv{bin};
-  argv.insert(argv.end(), c.args.begin(), c.args.end());
-  std::string shown = tool;
-  for (const auto& a : c.args) shown += " '" + a + "'";
-  INFO(shown);
-  // A broker address that nobody serves, so nothing depends on a running broker.
-  auto r = run(argv, "", 20s, {{"PLH_BROKER", "tcp://127.0.0.1:1"}, {"PLH_BROKER_KEY", ""}});
-  INFO("stderr: " << r.err);
-  CHECK(r.code == c.code);
-  if (c.stderr_start.empty()) {
-    CHECK(r.err.empty());
-  } else {
-    CHECK(r.err.rfind(c.stderr_start, 0) == 0);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  }
-}
-}  // namespace
 
 TEST_CASE("plh-pub argument errors and exit codes", "[cli][pubsub]") {
   const std::vector<Case> cases = {

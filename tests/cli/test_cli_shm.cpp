@@ -3,44 +3,28 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <regex>
 #include <set>
 #include <sstream>
 
+#include "cli_cases.hpp"
 #include "plh/shm/data_block.hpp"
 #include "process.hpp"
 
 #if defined(PLH_SHM_BIN)
 
 using namespace std::chrono_literals;
+using plh::test::Case;
 using plh::test::run;
 
 namespace {
 
-struct Case {
-  std::vector<std::string> args;
-  int code;
-  std::string stderr_start;  // the single stderr line starts with this ("" = stderr empty)
-};
-
+// The shared table check, for plh-shm, with the environment this table has always used:
+// only PLH_BROKER, pointing at an address nobody serves.
 void check_case(const Case& c) {
-  std::vector<std::string> argv{PLH_SHM_BIN};
-  argv.insert(argv.end(), c.args.begin(), c.args.end());
-  std::string shown = "plh-shm";
-  for (const auto& a : c.args) shown += " '" + a + "'";
-  INFO(shown);
-  auto r = run(argv, "", 20s, {{"PLH_BROKER", "tcp://127.0.0.1:1"}});
-  INFO("stderr: " << r.err);
-  CHECK(r.code == c.code);
-  if (c.stderr_start.empty()) {
-    CHECK(r.err.empty());
-  } else {
-    CHECK(r.err.rfind(c.stderr_start, 0) == 0);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  }
+  plh::test::check_case(PLH_SHM_BIN, "plh-shm", c, {{"PLH_BROKER", "tcp://127.0.0.1:1"}});
 }
 
 // A /dev/shm/plh.NAME object with arbitrary bytes, removed at the end.

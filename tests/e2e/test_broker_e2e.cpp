@@ -16,23 +16,11 @@
 using namespace std::chrono_literals;
 using nlohmann::json;
 using plh::test::BrokerProcess;
+using plh::test::cfg_for;
 using plh::test::ctl;
 using plh::test::eventually;
 using plh::test::RawClient;
-
-namespace {
-plh::BrokerClientConfig cfg_for(const std::string& ep) {
-  plh::BrokerClientConfig c;
-  c.endpoint = ep;
-  return c;
-}
-plh::ChannelRegistration reg(const std::string& channel) {
-  plh::ChannelRegistration r;
-  r.channel = channel;
-  r.endpoint = "tcp://127.0.0.1:9";
-  return r;
-}
-}  // namespace
+using plh::test::reg;
 
 TEST_CASE("ready line names the real endpoint, key and pid; SIGTERM exits 0", "[e2e][broker]") {
   auto b = BrokerProcess::start();

@@ -1,12 +1,17 @@
 #pragma once
 // The real plh-broker binary for end-to-end tests: started on an ephemeral port (or a
-// given endpoint), ready when its ready line arrives.
+// given endpoint), ready when its ready line arrives. Also plh-ctl against it, and the
+// library client's settings for talking to it.
 #include <nlohmann/json.hpp>
 
+#include <csignal>
+#include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "plh/broker_client.hpp"
 #include "process.hpp"
 
 namespace plh::test {
@@ -37,6 +42,22 @@ inline RunResult ctl(const std::vector<std::string>& args, const std::string& br
   std::vector<std::string> argv{PLH_CTL_BIN, "--broker", broker};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv, "", std::chrono::seconds(20), env);
+}
+
+// plh::BrokerClient settings for the broker at `endpoint` (CURVE when `key` is given).
+inline plh::BrokerClientConfig cfg_for(const std::string& endpoint, std::optional<std::string> key = std::nullopt) {
+  plh::BrokerClientConfig c;
+  c.endpoint = endpoint;
+  c.server_key = std::move(key);
+  return c;
+}
+
+// A channel registration whose data endpoint nobody serves: enough for the control plane.
+inline plh::ChannelRegistration reg(const std::string& channel) {
+  plh::ChannelRegistration r;
+  r.channel = channel;
+  r.endpoint = "tcp://127.0.0.1:9";
+  return r;
 }
 
 }  // namespace plh::test

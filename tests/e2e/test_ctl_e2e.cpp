@@ -12,23 +12,13 @@
 using namespace std::chrono_literals;
 using nlohmann::json;
 using plh::test::BrokerProcess;
+using plh::test::cfg_for;
 using plh::test::Child;
 using plh::test::ctl;
+using plh::test::reg;
 using plh::test::TempDir;
 
 namespace {
-plh::BrokerClientConfig cfg_for(const std::string& ep, std::optional<std::string> key = std::nullopt) {
-  plh::BrokerClientConfig c;
-  c.endpoint = ep;
-  c.server_key = std::move(key);
-  return c;
-}
-plh::ChannelRegistration reg(const std::string& channel) {
-  plh::ChannelRegistration r;
-  r.channel = channel;
-  r.endpoint = "tcp://127.0.0.1:9";
-  return r;
-}
 std::string first_line(const std::string& path) {
   std::ifstream in(path);
   std::string s;

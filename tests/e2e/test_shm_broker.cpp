@@ -9,26 +9,18 @@
 #include "plh/shm/data_block.hpp"
 #include "plh/shm/layout.hpp"
 #include "process.hpp"
+#include "test_broker_process.hpp"
 
 using namespace std::chrono_literals;
+using plh::test::BrokerProcess;
 using plh::test::Child;
 
 #if defined(PLH_BROKER_BIN) && defined(PLH_CTL_BIN)
 
 namespace {
 
-struct Broker {
-  Child child = Child::spawn({PLH_BROKER_BIN, "--endpoint", "tcp://127.0.0.1:0", "--heartbeat-interval", "100ms"});
-  std::string endpoint;
-  Broker() {
-    const auto line = child.read_line(10s);
-    REQUIRE(line);
-    endpoint = nlohmann::json::parse(*line).at("endpoint").get<std::string>();
-  }
-};
-
 nlohmann::json list(const std::string& endpoint) {
-  const auto r = plh::test::run({PLH_CTL_BIN, "list", "--json", "--broker", endpoint});
+  const auto r = plh::test::ctl({"list", "--json"}, endpoint);
   REQUIRE(r.code == 0);
   return nlohmann::json::parse(r.out);
 }
@@ -43,7 +35,7 @@ const nlohmann::json* find_channel(const nlohmann::json& l, const std::string& n
 
 TEST_CASE("shm --broker-register: the segment is a channel with transport shm, checksum errors reach the writer",
           "[shm][e2e][broker]") {
-  Broker broker;
+  auto broker = BrokerProcess::start({"--heartbeat-interval", "100ms"});
   const std::string name = "shmb" + plh::test::unique_suffix();
   struct Cleanup {
     std::string n;
