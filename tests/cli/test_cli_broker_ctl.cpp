@@ -98,6 +98,8 @@ TEST_CASE("plh-broker argument errors", "[cli][broker]") {
        2,
        "plh-broker: error: --heartbeat-timeout must be longer than --heartbeat-interval"},
       {{"--endpoint", "bogus://x"}, 2, "plh-broker: error: invalid broker endpoint 'bogus://x'"},
+      {{"--endpoint", "tcp://127.0.0.1:0", "--busy-poll", "2s"}, 2, "plh-broker: error: --busy-poll must be at most 1s"},
+      {{"--endpoint", "tcp://127.0.0.1:0", "--busy-poll", "-1ms"}, 2, "plh-broker: error: invalid duration '-1ms'"},
       {{"--endpoint", "tcp://127.0.0.1:0", "--allow-keys", allow}, 2, "plh-broker: error: --allow-keys needs --curve-secret-file"},
       {{"--endpoint", "tcp://127.0.0.1:0", "--curve-secret-file", "/nonexistent/k.key"}, 2, "plh-broker: error: cannot read key file"},
       {{"--endpoint", "tcp://127.0.0.1:0", "--curve-secret-file", keyprefix + ".pub"}, 2, "plh-broker: error: "},
