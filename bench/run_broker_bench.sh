@@ -4,6 +4,7 @@
 #      flight: strict request/reply), against a plh-broker holding CHANNELS registered
 #      channels; also with WINDOW requests in flight per client (pipelined), and 1 client
 #      through plh::BrokerClient (the path the tools use).       (bench/bench_broker.cpp)
+#      Then window-1 runs against a broker with --busy-poll 0 and one on an ipc:// endpoint.
 #   2. `plh-ctl list --json` with CHANNELS channels (hyperfine).
 #   3. Start-up + exit of `plh-ctl ping` (hyperfine, and a bash loop of LOOP pings).
 #
@@ -60,6 +61,29 @@ for spec in "4 1" "1 1" "4 $WINDOW" "1 $WINDOW"; do
 done
 "$BIN/bench_broker" --broker "$EP" --channels "$CHANNELS" --clients 1 --seconds "$SECS" --no-populate --via-client \
   | tail -1
+
+# The same strict request/reply runs against other broker set-ups: busy-poll off (every
+# request wakes the sleeping broker thread) and an ipc:// endpoint (same-host clients,
+# no TCP stack), each a fresh broker holding the same number of channels.
+other_broker() {  # label, plh-broker arguments...
+  local label=$1; shift
+  local fifo=$WORK/ready.$RANDOM
+  mkfifo "$fifo"
+  "$BIN/plh-broker" "$@" --heartbeat-timeout 3600s -q > "$fifo" &
+  local pid=$!
+  local ready ep
+  read -r ready < "$fifo"
+  ep=$(sed -E 's/.*"endpoint":"([^"]+)".*/\1/' <<<"$ready")
+  "$BIN/bench_broker" --broker "$ep" --channels "$CHANNELS" --clients 1 --seconds 0.2 > /dev/null
+  for c in 4 1; do
+    echo "$label: $("$BIN/bench_broker" --broker "$ep" --channels "$CHANNELS" --clients "$c" --window 1 \
+                      --seconds "$SECS" --no-populate)"
+  done
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+echo "== DISC_REQ round trips, other broker set-ups (window 1)"
+other_broker "tcp, --busy-poll 0" --endpoint tcp://127.0.0.1:0 --busy-poll 0
+other_broker "ipc, --busy-poll 1ms (default)" --endpoint "ipc://$WORK/broker.sock"
 
 echo "== plh-ctl list --json with $CHANNELS channels"
 COUNT=$("$BIN/plh-ctl" --broker "$EP" list --json | sed -E 's/^\{"broker":"[^"]*","count":([0-9]+).*/\1/')
