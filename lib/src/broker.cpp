@@ -2,7 +2,6 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -19,6 +18,7 @@
 #include "plh/protocol.hpp"
 #include "plh/text.hpp"
 #include "plh/version.hpp"
+#include "plh/zmq_util.hpp"
 
 namespace plh {
 
@@ -62,7 +62,7 @@ struct Broker::Impl {
   void* ctx = nullptr;
   void* router = nullptr;
   void* zap = nullptr;
-  int wake_fd = -1;
+  EventFd wake;
   std::string bound;
   std::optional<std::string> pubkey;
   std::unordered_set<std::string> allowed;
@@ -73,15 +73,10 @@ struct Broker::Impl {
     if (zap) zmq_close(zap);
     if (router) zmq_close(router);
     if (ctx) zmq_ctx_term(ctx);
-    if (wake_fd >= 0) ::close(wake_fd);
   }
 
   void setup() {
-    wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake_fd < 0) throw Error(ExitCode::failure, "eventfd: " + errno_text(errno));
-    ctx = zmq_ctx_new();
-    if (!ctx) throw Error(ExitCode::failure, "cannot create a ZeroMQ context: " + zerr());
-    zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
+    ctx = new_zmq_context(/*blocky=*/false);
 
     if (config.allowed_keys) {
       if (!config.curve_secret_key) throw UsageError("--allow-keys needs --curve-secret-file");
@@ -254,7 +249,7 @@ struct Broker::Impl {
       zmq_pollitem_t items[4];
       int n = 0;
       items[n++] = {router, 0, ZMQ_POLLIN, 0};
-      items[n++] = {nullptr, wake_fd, ZMQ_POLLIN, 0};
+      items[n++] = {nullptr, wake.fd(), ZMQ_POLLIN, 0};
       const int zap_index = zap ? n : -1;
       if (zap) items[n++] = {zap, 0, ZMQ_POLLIN, 0};
       if (extra_stop_fd >= 0) items[n++] = {nullptr, extra_stop_fd, ZMQ_POLLIN, 0};
@@ -317,9 +312,6 @@ std::string Broker::ready_line() const {
 
 void Broker::run(int extra_stop_fd) { impl_->run(extra_stop_fd); }
 
-void Broker::stop() noexcept {
-  const std::uint64_t one = 1;
-  [[maybe_unused]] auto n = ::write(impl_->wake_fd, &one, sizeof one);
-}
+void Broker::stop() noexcept { impl_->wake.signal(); }
 
 }  // namespace plh

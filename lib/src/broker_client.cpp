@@ -3,7 +3,6 @@
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <csignal>
-#include <sys/eventfd.h>
 #include <unistd.h>
 #include <xxhash.h>
 #include <zmq.h>
@@ -21,6 +20,7 @@
 #include "plh/error.hpp"
 #include "plh/protocol.hpp"
 #include "plh/text.hpp"
+#include "plh/zmq_util.hpp"
 
 namespace plh {
 
@@ -86,7 +86,7 @@ struct BrokerClient::Impl {
   void* ctx = nullptr;
   void* dealer = nullptr;
   void* monitor = nullptr;
-  int wake_fd = -1;
+  EventFd wake_fd;
   std::thread thread;
   const std::int64_t pid = ::getpid();
   const std::string host = hostname();
@@ -113,15 +113,10 @@ struct BrokerClient::Impl {
     if (monitor) zmq_close(monitor);
     if (dealer) zmq_close(dealer);
     if (ctx) zmq_ctx_term(ctx);
-    if (wake_fd >= 0) ::close(wake_fd);
   }
 
   void setup() {
-    wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake_fd < 0) throw Error(ExitCode::failure, "eventfd: " + errno_text(errno));
-    ctx = zmq_ctx_new();
-    if (!ctx) throw Error(ExitCode::failure, std::string("cannot create a ZeroMQ context: ") + zmq_strerror(zmq_errno()));
-    zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
+    ctx = new_zmq_context(/*blocky=*/false);
     dealer = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 0, ivl = 100, ivl_max = 500, handshake = 3000;
     zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof linger);
@@ -149,10 +144,7 @@ struct BrokerClient::Impl {
       throw UsageError("invalid broker endpoint '" + cfg.endpoint + "': " + zmq_strerror(zmq_errno()));
   }
 
-  void wake() {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(wake_fd, &one, sizeof one);
-  }
+  void wake() { wake_fd.signal(); }
 
   void enqueue(std::string type, std::string body) {
     {
@@ -470,7 +462,7 @@ struct BrokerClient::Impl {
         }
         timeout = std::max<long>(1, static_cast<long>(duration_cast<milliseconds>(next_hb - now).count()) + 1);
       }
-      zmq_pollitem_t items[3] = {{dealer, 0, ZMQ_POLLIN, 0}, {monitor, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
+      zmq_pollitem_t items[3] = {{dealer, 0, ZMQ_POLLIN, 0}, {monitor, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd.fd(), ZMQ_POLLIN, 0}};
       const int rc = zmq_poll(items, 3, timeout);
       if (rc < 0) {
         if (zmq_errno() == EINTR) continue;
@@ -478,10 +470,7 @@ struct BrokerClient::Impl {
         spdlog::warn("broker client poll failed: {}", zmq_strerror(zmq_errno()));
         continue;
       }
-      if (items[2].revents & ZMQ_POLLIN) {
-        std::uint64_t v;
-        [[maybe_unused]] auto n = ::read(wake_fd, &v, sizeof v);
-      }
+      if (items[2].revents & ZMQ_POLLIN) wake_fd.drain();
       while (items[1].revents & ZMQ_POLLIN) {
         on_monitor_event();
         int ev = 0;

@@ -90,32 +90,26 @@ void ChannelRegistry::handle(std::string_view id, std::string_view type, std::st
 }
 
 void ChannelRegistry::rebuild_prefixes(Channel& ch, milliseconds interval) {
-  const json pubkey = ch.pubkey ? json(*ch.pubkey) : json(nullptr);
-  json b = {{"status", "ok"},
-            {"channel", ch.name},
-            {"transport", ch.transport},
-            {"pattern", ch.pattern},
-            {"endpoint", ch.endpoint},
-            {"shm_name", ch.shm_name},
-            {"schema_hash", ch.schema_hash},
-            {"schema_version", ch.schema_version},
-            {"pubkey", pubkey},
-            {"metadata", ch.metadata},
-            {"producer_pid", ch.producer.pid},
-            {"producer_hostname", ch.producer.hostname},
-            {"heartbeat_interval_ms", interval.count()}};
+  // What DISC_ACK and a LIST_ACK entry share (json objects keep their keys sorted, so the
+  // order of insertion does not matter).
+  const json common = {{"channel", ch.name},
+                       {"transport", ch.transport},
+                       {"pattern", ch.pattern},
+                       {"endpoint", ch.endpoint},
+                       {"shm_name", ch.shm_name},
+                       {"schema_hash", ch.schema_hash},
+                       {"schema_version", ch.schema_version},
+                       {"pubkey", ch.pubkey ? json(*ch.pubkey) : json(nullptr)},
+                       {"metadata", ch.metadata}};
+  json b = common;
+  b["status"] = "ok";
+  b["producer_pid"] = ch.producer.pid;
+  b["producer_hostname"] = ch.producer.hostname;
+  b["heartbeat_interval_ms"] = interval.count();
   ch.disc_prefix = b.dump(-1, ' ', false, json::error_handler_t::replace);
   ch.disc_prefix.pop_back();  // '}'
-  json l = {{"channel", ch.name},
-            {"transport", ch.transport},
-            {"pattern", ch.pattern},
-            {"endpoint", ch.endpoint},
-            {"shm_name", ch.shm_name},
-            {"schema_hash", ch.schema_hash},
-            {"schema_version", ch.schema_version},
-            {"pubkey", pubkey},
-            {"metadata", ch.metadata},
-            {"producer", {{"pid", ch.producer.pid}, {"hostname", ch.producer.hostname}}}};
+  json l = common;
+  l["producer"] = {{"pid", ch.producer.pid}, {"hostname", ch.producer.hostname}};
   ch.list_prefix = l.dump(-1, ' ', false, json::error_handler_t::replace);
   ch.list_prefix.back() = ',';  // '}' -> ','
 }

@@ -9,6 +9,7 @@
 
 #include "plh/error.hpp"
 #include "plh/text.hpp"
+#include "plh/zmq_util.hpp"
 
 namespace plh {
 namespace {
@@ -18,16 +19,13 @@ namespace {
 // subscribers (which hang up after end of stream) from other SUB sockets.
 constexpr std::string_view kPlhSubMarker = "\xFFplh-sub";
 
-[[noreturn]] void throw_zmq(const std::string& what) {
-  throw Error(ExitCode::failure, what + ": " + zmq_strerror(zmq_errno()));
-}
 
 void set_int(void* sock, int option, int value, const char* name) {
-  if (zmq_setsockopt(sock, option, &value, sizeof value) != 0) throw_zmq(std::string("cannot set ") + name);
+  if (zmq_setsockopt(sock, option, &value, sizeof value) != 0) throw_zmq_error(std::string("cannot set ") + name);
 }
 
 void set_str(void* sock, int option, std::string_view value, const char* name) {
-  if (zmq_setsockopt(sock, option, value.data(), value.size()) != 0) throw_zmq(std::string("cannot set ") + name);
+  if (zmq_setsockopt(sock, option, value.data(), value.size()) != 0) throw_zmq_error(std::string("cannot set ") + name);
 }
 
 int remaining_ms(std::chrono::steady_clock::time_point deadline) {
@@ -51,7 +49,7 @@ PollResult poll_socket(void* sock, short events, const WakeFds& wake, long timeo
   const int rc = zmq_poll(items, n, timeout_ms);
   PollResult r;
   if (rc < 0) {
-    if (zmq_errno() != EINTR) throw_zmq("poll failed");
+    if (zmq_errno() != EINTR) throw_zmq_error("poll failed");
     return r;
   }
   for (int i = 0; i < n; ++i) {
@@ -87,11 +85,10 @@ std::string_view pattern_name(Pattern p) { return p == Pattern::pipeline ? "pipe
 // Publisher
 
 Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
-  ctx_ = zmq_ctx_new();
-  if (!ctx_) throw_zmq("cannot create a ZeroMQ context");
+  ctx_ = new_zmq_context();
   try {
     sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_PUSH : ZMQ_XPUB);
-    if (!sock_) throw_zmq("cannot create the data socket");
+    if (!sock_) throw_zmq_error("cannot create the data socket");
     set_int(sock_, ZMQ_SNDHWM, cfg_.hwm, "ZMQ_SNDHWM");
     set_int(sock_, ZMQ_LINGER, static_cast<int>(cfg_.linger.count()), "ZMQ_LINGER");
     if (cfg_.pattern == Pattern::pubsub) set_int(sock_, ZMQ_XPUB_VERBOSER, 1, "ZMQ_XPUB_VERBOSER");
@@ -105,9 +102,9 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
                              ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                                  ZMQ_EVENT_DISCONNECTED) != 0)
-        throw_zmq("cannot monitor the data socket");
+        throw_zmq_error("cannot monitor the data socket");
       monitor_ = zmq_socket(ctx_, ZMQ_PAIR);
-      if (!monitor_ || zmq_connect(monitor_, addr.c_str()) != 0) throw_zmq("cannot connect the socket monitor");
+      if (!monitor_ || zmq_connect(monitor_, addr.c_str()) != 0) throw_zmq_error("cannot connect the socket monitor");
       set_int(monitor_, ZMQ_LINGER, 0, "ZMQ_LINGER");
     }
     if (zmq_bind(sock_, cfg_.bind.c_str()) != 0) {
@@ -118,7 +115,7 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
     }
     char buf[1024];
     size_t len = sizeof buf;
-    if (zmq_getsockopt(sock_, ZMQ_LAST_ENDPOINT, buf, &len) != 0) throw_zmq("cannot read the bound endpoint");
+    if (zmq_getsockopt(sock_, ZMQ_LAST_ENDPOINT, buf, &len) != 0) throw_zmq_error("cannot read the bound endpoint");
     bound_ = std::string(buf, len > 0 && buf[len - 1] == '\0' ? len - 1 : len);
     endpoint_ = connectable(bound_);
   } catch (...) {
@@ -214,7 +211,7 @@ bool Publisher::send(std::string_view frame, WakeFds wake) {
       return true;
     }
     const int err = zmq_errno();
-    if (err != EAGAIN && err != EINTR) throw_zmq("cannot send");
+    if (err != EAGAIN && err != EINTR) throw_zmq_error("cannot send");
     if (cfg_.pattern == Pattern::pubsub) return true;  // dropped at the HWM: the consumer sees a gap
     // pipeline: every consumer is full (or there is none yet): wait for room.
     if (poll_socket(sock_, ZMQ_POLLOUT, wake, 1000).woken) return false;
@@ -236,7 +233,7 @@ void Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
     bool sent_once = false;
     for (;;) {
       if (zmq_send(sock_, eos.data(), eos.size(), ZMQ_DONTWAIT) >= 0) sent_once = true;
-      else if (zmq_errno() != EAGAIN && zmq_errno() != EINTR) throw_zmq("cannot send end of stream");
+      else if (zmq_errno() != EAGAIN && zmq_errno() != EINTR) throw_zmq_error("cannot send end of stream");
       auto next = clock::now() + std::chrono::milliseconds(100);
       for (;;) {
         drain_events();
@@ -281,11 +278,10 @@ struct Subscriber::Msg {
 };
 
 Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::make_unique<Msg>()) {
-  ctx_ = zmq_ctx_new();
-  if (!ctx_) throw_zmq("cannot create a ZeroMQ context");
+  ctx_ = new_zmq_context();
   try {
     sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_PULL : ZMQ_SUB);
-    if (!sock_) throw_zmq("cannot create the data socket");
+    if (!sock_) throw_zmq_error("cannot create the data socket");
     set_int(sock_, ZMQ_RCVHWM, cfg_.hwm, "ZMQ_RCVHWM");
     set_int(sock_, ZMQ_LINGER, 0, "ZMQ_LINGER");
     if (cfg_.server_key) {
@@ -341,7 +337,7 @@ const wire::DecodedFrame* Subscriber::try_receive() {
     if (zmq_msg_recv(&msg_->m, sock_, ZMQ_DONTWAIT) < 0) {
       const int err = zmq_errno();
       if (err == EAGAIN || err == EINTR) return nullptr;
-      throw_zmq("cannot receive");
+      throw_zmq_error("cannot receive");
     }
     const std::string_view bytes(static_cast<const char*>(zmq_msg_data(&msg_->m)), zmq_msg_size(&msg_->m));
     const auto status = wire::decode_frame(bytes, frame_);

@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,6 +19,7 @@
 #include "plh/signals.hpp"
 #include "plh/text.hpp"
 #include "plh/wire.hpp"
+#include "plh/zmq_util.hpp"
 
 namespace plh {
 namespace {
@@ -31,21 +31,14 @@ using namespace std::chrono_literals;
 // plus what the notification said.
 class NotificationLatch {
  public:
-  NotificationLatch() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-    if (fd_ < 0) throw Error(ExitCode::failure, "eventfd: " + errno_text(errno));
-  }
-  ~NotificationLatch() { ::close(fd_); }
-  NotificationLatch(const NotificationLatch&) = delete;
-  NotificationLatch& operator=(const NotificationLatch&) = delete;
-  int fd() const { return fd_; }
+  int fd() const { return event_.fd(); }
   void set(std::string reason) {
     {
       std::lock_guard lock(mu_);
       if (!reason_.empty()) return;
       reason_ = std::move(reason);
     }
-    const std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(fd_, &one, sizeof one);
+    event_.signal();
   }
   std::string reason() const {
     std::lock_guard lock(mu_);
@@ -53,7 +46,7 @@ class NotificationLatch {
   }
 
  private:
-  int fd_;
+  EventFd event_;
   mutable std::mutex mu_;
   std::string reason_;
 };
