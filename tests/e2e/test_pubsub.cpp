@@ -62,6 +62,16 @@ bool channel_listed(const BrokerProcess& b, const std::string& ch, int consumers
   return true;
 }
 
+// Starts plh-pub on `ch` (with extra arguments) and waits until the broker lists it.
+Child listed_publisher(const BrokerProcess& b, const std::map<std::string, std::string>& env, const std::string& ch,
+                       const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv{PLH_PUB_BIN, ch};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto p = Child::spawn(argv, env);
+  REQUIRE(eventually([&] { return channel_listed(b, ch); }, 10s));
+  return p;
+}
+
 }  // namespace
 
 TEST_CASE("seq 100000 through plh-pub reaches two subscribers; all three end on their own", "[e2e][pubsub]") {
@@ -260,8 +270,7 @@ TEST_CASE("a line typed by hand arrives at once, also through a pipe", "[e2e][pu
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("typed");
-  auto p = Child::spawn({PLH_PUB_BIN, ch}, env);
-  REQUIRE(eventually([&] { return channel_listed(broker, ch); }, 10s));
+  auto p = listed_publisher(broker, env, ch);
   auto s = Child::shell("$SUB " + ch + " | cat", env);
   REQUIRE(eventually([&] { return channel_listed(broker, ch, 1); }, 10s));
   // The subscription reaches the publisher shortly after registration; repeat until seen.
@@ -286,8 +295,7 @@ TEST_CASE("schema mismatch is refused with exit 6", "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("schema");
-  auto p = Child::spawn({PLH_PUB_BIN, ch, "--schema", "temperature@2"}, env);
-  REQUIRE(eventually([&] { return channel_listed(broker, ch); }, 10s));
+  auto p = listed_publisher(broker, env, ch, {"--schema", "temperature@2"});
   auto bad = run_shell("$SUB " + ch + " --schema temperature@1 -W 5", 20s, env);
   CHECK(bad.code == 6);
   CHECK(bad.err.find("schema mismatch on '" + ch + "': expected temperature@1, channel has temperature@2") !=
@@ -308,8 +316,7 @@ TEST_CASE("a publisher killed with SIGKILL: subscribers exit 1 naming the channe
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("dying");
-  auto p = Child::spawn({PLH_PUB_BIN, ch}, env);
-  REQUIRE(eventually([&] { return channel_listed(broker, ch); }, 10s));
+  auto p = listed_publisher(broker, env, ch);
   auto s = Child::shell("$SUB " + ch + " -W 30", env);
   REQUIRE(eventually([&] { return channel_listed(broker, ch, 1); }, 10s));
   p.kill(SIGKILL);
@@ -326,8 +333,7 @@ TEST_CASE("broker restarted mid-stream: data keeps flowing without a gap and the
   const std::string endpoint = broker.endpoint;  // restart on the same port
   auto env = env_for(broker);
   const auto ch = channel("restart");
-  auto p = Child::spawn({PLH_PUB_BIN, ch}, env);
-  REQUIRE(eventually([&] { return channel_listed(broker, ch); }, 10s));
+  auto p = listed_publisher(broker, env, ch);
   auto s = Child::shell("$SUB " + ch + " -W 60 --stats", env);
   REQUIRE(eventually([&] { return channel_listed(broker, ch, 1); }, 10s));
   int sent = 0;
@@ -485,8 +491,7 @@ TEST_CASE("heartbeats carry counters: plh-ctl stats shows the messages sent", "[
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("rates");
-  auto p = Child::spawn({PLH_PUB_BIN, ch}, env);
-  REQUIRE(eventually([&] { return channel_listed(broker, ch); }, 10s));
+  auto p = listed_publisher(broker, env, ch);
   std::string body;
   for (int i = 0; i < 100; ++i) body += "m\n";
   p.write_stdin(body);
@@ -508,8 +513,7 @@ TEST_CASE("plh-ctl close ends publisher and subscriber with exit 1 and a reason"
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("closed");
-  auto p = Child::spawn({PLH_PUB_BIN, ch}, env);
-  REQUIRE(eventually([&] { return channel_listed(broker, ch); }, 10s));
+  auto p = listed_publisher(broker, env, ch);
   auto s = Child::spawn({PLH_SUB_BIN, ch, "-W", "30"}, env);
   REQUIRE(eventually([&] { return channel_listed(broker, ch, 1); }, 10s));
   CHECK(ctl({"close", ch}, broker.endpoint).code == 0);
@@ -525,8 +529,7 @@ TEST_CASE("SIGINT on plh-pub ends the stream: subscribers print everything and e
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("interrupted");
-  auto p = Child::spawn({PLH_PUB_BIN, ch}, env);
-  REQUIRE(eventually([&] { return channel_listed(broker, ch); }, 10s));
+  auto p = listed_publisher(broker, env, ch);
   auto s = Child::spawn({PLH_SUB_BIN, ch, "-W", "30"}, env);
   REQUIRE(eventually([&] { return channel_listed(broker, ch, 1); }, 10s));
   std::optional<std::string> got;
