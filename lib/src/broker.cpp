@@ -256,13 +256,9 @@ struct Broker::Impl {
       const auto now0 = steady_clock::now();
       const long wait_ms =
           std::max<long>(0, static_cast<long>(duration_cast<milliseconds>(next_sweep - now0).count()) + 1);
-      int rc = 0;
-      if (spinning && now0 - last_request < busy_poll) {
-        rc = zmq_poll(items, n, 0);
-        if (rc == 0) continue;
-      } else {
-        rc = zmq_poll(items, n, wait_ms);
-      }
+      // Busy-polling: look without sleeping (the sweep below still runs on time).
+      const bool spin = spinning && now0 - last_request < busy_poll;
+      const int rc = zmq_poll(items, n, spin ? 0 : wait_ms);
       if (rc < 0 && zmq_errno() != EINTR) throw Error(ExitCode::failure, "zmq_poll: " + zerr());
       if (rc > 0) {
         if (items[1].revents & ZMQ_POLLIN) break;
