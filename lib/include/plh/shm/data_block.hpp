@@ -229,7 +229,7 @@ struct ReaderInfo {
   pid_t pid = 0;
   bool alive = false;
   std::uint64_t cursor = 0;
-  std::uint64_t lag = 0;  // write_seq - cursor
+  std::uint64_t lag = 0;  // write_seq - cursor (a busy ordered reader's cursor trails by up to slots/8)
   std::uint64_t skipped = 0, checksum_errors = 0, slots_read = 0;
   std::int64_t attached_ns = 0;
 };
