@@ -1,13 +1,16 @@
 // DISC_REQ round trips per second against a running plh-broker.
 //
 //   bench_broker --broker ENDPOINT [--channels 10000] [--clients 1,4] [--seconds 3]
-//                [--window 1] [--no-populate] [--via-client]
+//                [--window 1] [--loop] [--no-populate] [--via-client]
 //
 // First registers --channels channels (REG_REQ from one DEALER; start the broker with a
 // long --heartbeat-timeout so they stay), then for each client count runs that many
 // threads, each with its own DEALER socket, doing DISC_REQ for random channels with
 // --window requests in flight (1 = strict request/reply round trips). Prints one JSON
-// line per run on stdout. --via-client also measures 1 client through plh::BrokerClient
+// line per run on stdout. --loop serves all the clients' sockets from one thread with
+// zmq_poll instead of a thread per client (each client still its own DEALER, connection
+// and --window; the way redis-benchmark or wrk drive many connections from one thread).
+// --via-client also measures 1 client through plh::BrokerClient
 // (the library path the tools use: thread hand-off plus reply validation).
 #include <zmq.h>
 
@@ -92,18 +95,61 @@ struct Result {
   std::uint64_t round_trips = 0, errors = 0;
 };
 
-Result run_disc(void* ctx, const std::string& ep, int clients, int channels, double seconds, int window) {
+// 1024 DISC_REQ bodies for random channels (client t's own sequence).
+std::vector<std::string> disc_bodies(int t, int channels) {
+  std::mt19937 rng(static_cast<unsigned>(t + 1));
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 1024; ++i)
+    bodies.push_back("{\"channel\":\"" + channel_name(static_cast<int>(rng() % channels)) +
+                     "\",\"corr\":" + std::to_string(i) + "}");
+  return bodies;
+}
+
+// --loop: one thread, one DEALER per client, each keeping `window` requests in flight.
+void disc_loop(void* ctx, const std::string& ep, int clients, int channels, int window,
+               const std::atomic<bool>& go, const std::atomic<bool>& stop, std::vector<std::uint64_t>& counts,
+               std::vector<std::uint64_t>& errs) {
+  std::vector<void*> socks;
+  std::vector<zmq_pollitem_t> items;
+  std::vector<std::vector<std::string>> bodies;
+  for (int t = 0; t < clients; ++t) {
+    socks.push_back(dealer(ctx, ep));
+    send2(socks.back(), "PING_REQ", "{}");  // connect before the clock starts
+    recv2(socks.back());
+    items.push_back({socks.back(), 0, ZMQ_POLLIN, 0});
+    bodies.push_back(disc_bodies(t, channels));
+  }
+  std::vector<std::size_t> next(clients, 0);
+  std::vector<int> in_flight(clients, 0);
+  while (!go) std::this_thread::yield();
+  for (int t = 0; t < clients; ++t)
+    for (; in_flight[t] < window; ++in_flight[t]) send2(socks[t], "DISC_REQ", bodies[t][next[t]++ & 1023]);
+  while (!stop) {
+    if (zmq_poll(items.data(), clients, 100) <= 0) continue;
+    for (int t = 0; t < clients; ++t) {
+      if (!(items[t].revents & ZMQ_POLLIN)) continue;
+      if (recv2(socks[t]) != 'D') ++errs[t];
+      ++counts[t];
+      send2(socks[t], "DISC_REQ", bodies[t][next[t]++ & 1023]);
+    }
+  }
+  for (int t = 0; t < clients; ++t) {
+    while (in_flight[t]-- > 0) recv2(socks[t]);
+    zmq_close(socks[t]);
+  }
+}
+
+Result run_disc(void* ctx, const std::string& ep, int clients, int channels, double seconds, int window,
+                bool loop) {
   std::atomic<bool> go{false}, stop{false};
   std::vector<std::uint64_t> counts(clients, 0), errs(clients, 0);
   std::vector<std::thread> threads;
-  for (int t = 0; t < clients; ++t)
+  if (loop)
+    threads.emplace_back([&] { disc_loop(ctx, ep, clients, channels, window, go, stop, counts, errs); });
+  for (int t = 0; t < (loop ? 0 : clients); ++t)
     threads.emplace_back([&, t] {
       void* s = dealer(ctx, ep);
-      std::mt19937 rng(static_cast<unsigned>(t + 1));
-      std::vector<std::string> bodies;
-      for (int i = 0; i < 1024; ++i)
-        bodies.push_back("{\"channel\":\"" + channel_name(static_cast<int>(rng() % channels)) +
-                         "\",\"corr\":" + std::to_string(i) + "}");
+      const std::vector<std::string> bodies = disc_bodies(t, channels);
       send2(s, "PING_REQ", "{}");  // connect before the clock starts
       recv2(s);
       while (!go) std::this_thread::yield();
@@ -146,7 +192,7 @@ int main(int argc, char** argv) {
   int channels = 10000, window = 1;
   double seconds = 3;
   std::vector<int> client_counts{1, 4};
-  bool do_populate = true, via_client = false;
+  bool do_populate = true, via_client = false, loop = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -161,6 +207,7 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") seconds = std::atof(next().c_str());
     else if (a == "--window") window = std::max(1, std::atoi(next().c_str()));
     else if (a == "--no-populate") do_populate = false;
+    else if (a == "--loop") loop = true;
     else if (a == "--via-client") via_client = true;
     else if (a == "--clients") {
       client_counts.clear();
@@ -173,7 +220,7 @@ int main(int argc, char** argv) {
       }
     } else {
       std::fprintf(stderr, "usage: bench_broker --broker EP [--channels N] [--clients 1,4] [--seconds S] "
-                           "[--window W] [--no-populate] [--via-client]\n");
+                           "[--window W] [--loop] [--no-populate] [--via-client]\n");
       return 2;
     }
   }
@@ -182,7 +229,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   void* ctx = zmq_ctx_new();
-  zmq_ctx_set(ctx, ZMQ_IO_THREADS, getenv("BIO") ? atoi(getenv("BIO")) : 1);
   if (do_populate) {
     const auto t0 = steady_clock::now();
     populate(ctx, ep, channels);
@@ -192,10 +238,10 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   for (int clients : client_counts) {
-    const Result r = run_disc(ctx, ep, clients, channels, seconds, window);
-    std::printf("{\"bench\":\"disc\",\"clients\":%d,\"window\":%d,\"channels\":%d,\"seconds\":%.3f,"
+    const Result r = run_disc(ctx, ep, clients, channels, seconds, window, loop);
+    std::printf("{\"bench\":\"disc\",\"clients\":%d,\"client_threads\":%d,\"window\":%d,\"channels\":%d,\"seconds\":%.3f,"
                 "\"round_trips\":%llu,\"errors\":%llu,\"round_trips_per_s\":%.0f}\n",
-                clients, window, channels, r.seconds, static_cast<unsigned long long>(r.round_trips),
+                clients, loop ? 1 : clients, window, channels, r.seconds, static_cast<unsigned long long>(r.round_trips),
                 static_cast<unsigned long long>(r.errors), static_cast<double>(r.round_trips) / r.seconds);
     std::fflush(stdout);
   }

@@ -4,12 +4,14 @@
 #      flight: strict request/reply), against a plh-broker holding CHANNELS registered
 #      channels; also with WINDOW requests in flight per client (pipelined), and 1 client
 #      through plh::BrokerClient (the path the tools use).       (bench/bench_broker.cpp)
-#      Then window-1 runs against a broker with --busy-poll 0 and one on an ipc:// endpoint.
+#      Then window-1 runs against a broker with --busy-poll 0 and one on an ipc:// endpoint,
+#      and REPEAT runs of 4 clients x window 1 on fresh brokers, a thread per client and all
+#      four from one thread (--loop), with the median of each (the figure varies run to run).
 #   2. `plh-ctl list --json` with CHANNELS channels (hyperfine).
 #   3. Start-up + exit of `plh-ctl ping` (hyperfine, and a bash loop of LOOP pings).
 #
 # Usage: bench/run_broker_bench.sh [BUILD_DIR]   (default ./build; not a sanitizer build)
-# Env:   CHANNELS (10000), SECONDS_PER_RUN (3), WINDOW (16), LOOP (200)
+# Env:   CHANNELS (10000), SECONDS_PER_RUN (3), WINDOW (16), LOOP (200), REPEAT (5)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,6 +22,7 @@ CHANNELS=${CHANNELS:-10000}
 SECS=${SECONDS_PER_RUN:-3}
 WINDOW=${WINDOW:-16}
 LOOP=${LOOP:-200}
+REPEAT=${REPEAT:-5}
 for f in plh-broker plh-ctl bench_broker; do
   [ -x "$BIN/$f" ] || { echo "run_broker_bench: $BIN/$f missing (build first)" >&2; exit 2; }
 done
@@ -84,6 +87,29 @@ other_broker() {  # label, plh-broker arguments...
 echo "== DISC_REQ round trips, other broker set-ups (window 1)"
 other_broker "tcp, --busy-poll 0" --endpoint tcp://127.0.0.1:0 --busy-poll 0
 other_broker "ipc, --busy-poll 1ms (default)" --endpoint "ipc://$WORK/broker.sock"
+
+# One 4-client window-1 run on a fresh broker; prints round trips/s.
+fresh_run() {  # bench_broker extra arguments...
+  local fifo=$WORK/ready.$RANDOM ready ep pid
+  mkfifo "$fifo"
+  "$BIN/plh-broker" --endpoint tcp://127.0.0.1:0 --heartbeat-timeout 3600s -q > "$fifo" &
+  pid=$!
+  read -r ready < "$fifo"
+  ep=$(sed -E 's/.*"endpoint":"([^"]+)".*/\1/' <<<"$ready")
+  "$BIN/bench_broker" --broker "$ep" --channels "$CHANNELS" --clients 1 --seconds 0.2 > /dev/null
+  "$BIN/bench_broker" --broker "$ep" --channels "$CHANNELS" --clients 4 --window 1 --seconds "$SECS" \
+    --no-populate "$@" | sed -E 's/.*"round_trips_per_s":([0-9]+).*/\1/'
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+echo "== 4 clients x window 1, $REPEAT runs on fresh brokers (alternating)"
+threads=() loop=()
+for _ in $(seq "$REPEAT"); do
+  threads+=("$(fresh_run)")
+  loop+=("$(fresh_run --loop)")
+done
+echo "thread per client: ${threads[*]}  median $(printf '%s\n' "${threads[@]}" | median)"
+echo "one thread (--loop): ${loop[*]}  median $(printf '%s\n' "${loop[@]}" | median)"
 
 echo "== plh-ctl list --json with $CHANNELS channels"
 COUNT=$("$BIN/plh-ctl" --broker "$EP" list --json | sed -E 's/^\{"broker":"[^"]*","count":([0-9]+).*/\1/')
