@@ -37,7 +37,10 @@ std::string str(const json& j, const char* key, const char* dflt = "-") {
   if (!j.is_object()) return dflt;
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return dflt;
-  if (it->is_string()) return it->get<std::string>().empty() ? dflt : it->get<std::string>();
+  if (it->is_string()) {
+    const auto& s = it->get_ref<const std::string&>();
+    return s.empty() ? dflt : s;
+  }
   return it->dump();
 }
 
@@ -100,7 +103,7 @@ std::string producer_text(const json& ch) {
   return str(*it, "pid") + "@" + str(*it, "hostname");
 }
 
-json channels_of(const json& ack) {
+const json& channels_of(const json& ack) {
   auto it = ack.find("channels");
   if (it == ack.end() || !it->is_array()) throw Error(ExitCode::failure, "malformed LIST_ACK from the broker: no channels array");
   for (const auto& ch : *it)
@@ -179,7 +182,7 @@ int list(const BrokerClientConfig& cfg, bool as_json, std::FILE* out) {
     return 0;
   }
   json ack = client.request("LIST_REQ", json::object());
-  json channels = channels_of(ack);
+  const json& channels = channels_of(ack);
   std::vector<std::vector<std::string>> rows;
   rows.reserve(channels.size() + 1);
   rows.push_back({"CHANNEL", "TRANSPORT", "PATTERN", "PRODUCER", "CONSUMERS", "SCHEMA", "STATE", "AGE"});
@@ -195,7 +198,7 @@ int info(const BrokerClientConfig& cfg, const std::string& channel, bool as_json
   validate_channel_name(channel);
   BrokerClient client(cfg);
   json ack = client.request("LIST_REQ", {{"channel", channel}});
-  json channels = channels_of(ack);
+  const json& channels = channels_of(ack);
   if (channels.empty()) throw NotFoundError("channel '" + channel + "' not found");
   const json& ch = channels[0];
   if (as_json) {
@@ -335,7 +338,7 @@ int stats(const BrokerClientConfig& cfg, const std::optional<std::string>& chann
   const bool tty = ::isatty(::fileno(out)) == 1;
   for (bool first = true;; first = false) {
     json ack = client.request("LIST_REQ", channel ? json{{"channel", *channel}} : json::object());
-    json channels = channels_of(ack);
+    const json& channels = channels_of(ack);
     if (as_json) {
       json doc = {{"time_ns", realtime_ns()}, {"channels", json::array()}};
       for (const auto& ch : channels)
