@@ -60,6 +60,8 @@ void validate_attach_info(const json& b, const char* reply) {
   check_field(b, reply, "producer_pid", &json::is_number_integer);
   if (auto it = b.find("pubkey"); it != b.end() && !it->is_null() && !it->is_string())
     throw Error(ExitCode::failure, std::string("malformed ") + reply + " from the broker: field 'pubkey'");
+  if (auto it = b.find("schema_version"); it != b.end() && !it->is_string())
+    throw Error(ExitCode::failure, std::string("malformed ") + reply + " from the broker: field 'schema_version'");
 }
 
 }  // namespace
@@ -104,6 +106,7 @@ struct BrokerClient::Impl {
 
   std::atomic<bool> stopping{false};
   std::atomic<bool> is_connected{false};
+  std::atomic<std::uint64_t> malformed{0};  // messages from the broker ignored as malformed
   // Background thread only:
   bool ever_connected = false;
   bool handshake_pending = false;  // a TCP connection is up but its handshake is not done
@@ -345,19 +348,24 @@ struct BrokerClient::Impl {
     zmq_msg_close(&parts[1]);
     if (count == 0) return;
     if (count != 2) {
-      spdlog::debug("ignored a message from the broker with {} frames", count);
+      ignored_malformed("a message with " + std::to_string(count) + " frames");
       return;
     }
     // One validating pass without building a tree: replies can be several MiB (LIST_ACK).
     const p::JsonScan scan = p::scan_json(body_text);
     if (!scan.ok || !scan.is_object) {
-      spdlog::debug("ignored a {} from the broker whose body is not a JSON object", printable(type));
+      ignored_malformed("a " + printable(type) + " whose body is not a JSON object");
       return;
     }
     const std::string_view corr_raw = scan.member("corr");
     if (corr_raw.size() >= 2 && corr_raw.front() == '"') {
       const std::string corr(corr_raw.substr(1, corr_raw.size() - 2));  // ours never need unescaping
       if (corr.rfind("hb:", 0) == 0 || corr.rfind("rr:", 0) == 0) {
+        // Ours are "hb:p:CHANNEL", "rr:c:CHANNEL"...; anything else is not an answer to us.
+        if (corr.size() < 6 || (corr[3] != 'p' && corr[3] != 'c') || corr[4] != ':') {
+          ignored_malformed("a reply with an unknown corr");
+          return;
+        }
         on_internal_reply(corr, type, json::parse(body_text, nullptr, false));
         return;
       }
@@ -372,9 +380,20 @@ struct BrokerClient::Impl {
       }
       return;  // late reply to a request that timed out
     }
+    if (!corr_raw.empty()) {  // a corr that is not a string: no reply of ours, no notification
+      ignored_malformed("a " + printable(type) + " whose corr is not a string");
+      return;
+    }
     json body = json::parse(body_text, nullptr, false);
     if (!body.is_object()) return;
     on_notification(type, body);
+  }
+
+  // A message from the broker that cannot be a reply or a notification: logged, counted
+  // (a request that then times out says so), never acted on.
+  void ignored_malformed(const std::string& what) {
+    malformed.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("ignored {} from the broker", what);
   }
 
   void on_internal_reply(const std::string& corr, const std::string& type, const json& body) {
@@ -484,7 +503,11 @@ struct BrokerClient::Impl {
         std::size_t len = sizeof ev;
         zmq_getsockopt(dealer, ZMQ_EVENTS, &ev, &len);
         if (!(ev & ZMQ_POLLIN)) break;
-        on_message();
+        try {
+          on_message();
+        } catch (const std::exception& e) {  // nothing the broker sends may stop this thread
+          ignored_malformed(std::string("a message (") + e.what() + ")");
+        }
       }
       flush_outbox();
     }
@@ -497,6 +520,7 @@ struct BrokerClient::Impl {
   std::string exchange(const std::string& type, json body) {
     if (!body.is_object()) throw Error(ExitCode::failure, "request body must be a JSON object");
     auto pend = std::make_shared<Pending>();
+    const std::uint64_t malformed_before = malformed.load(std::memory_order_relaxed);
     std::string corr;
     {
       std::lock_guard lk(mu);
@@ -514,6 +538,11 @@ struct BrokerClient::Impl {
         refused = auth_failure;
         lk.unlock();
         if (!refused.empty()) throw RefusedError(refused);
+        // Something answers, but nothing we can read: a broken broker, or not a broker.
+        if (const auto bad = malformed.load(std::memory_order_relaxed) - malformed_before; bad > 0)
+          throw Error(ExitCode::failure, "no valid reply from the broker at " + cfg.endpoint + " within " +
+                                             seconds_text(cfg.timeout) + " (" + std::to_string(bad) +
+                                             " malformed message" + (bad == 1 ? "" : "s") + " from it ignored)");
         throw UnreachableError("no reply from the broker at " + cfg.endpoint + " within " +
                                seconds_text(cfg.timeout) + " (is plh-broker running?)");
       }

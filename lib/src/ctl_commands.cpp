@@ -44,6 +44,12 @@ std::string str(const json& j, const char* key, const char* dflt = "-") {
   return it->dump();
 }
 
+// A count from the broker: a non-negative integer, else 0.
+std::uint64_t count_of(const json& j, const char* key) {
+  auto it = j.find(key);
+  return (it != j.end() && it->is_number_unsigned()) ? it->get<std::uint64_t>() : 0;
+}
+
 double num(const json& j, const char* key) {
   if (!j.is_object()) return 0;
   auto it = j.find(key);
@@ -343,7 +349,7 @@ int stats(const BrokerClientConfig& cfg, const std::optional<std::string>& chann
       json doc = {{"time_ns", realtime_ns()}, {"channels", json::array()}};
       for (const auto& ch : channels)
         doc["channels"].push_back({{"channel", ch["channel"]},
-                                   {"consumer_count", ch.value("consumer_count", 0)},
+                                   {"consumer_count", count_of(ch, "consumer_count")},
                                    {"metrics", ch.value("metrics", json::object())},
                                    {"rates", ch.value("rates", json::object())}});
       emit_json(out, doc);

@@ -3,8 +3,10 @@
 
 #include <csignal>
 #include <fstream>
+#include <mutex>
 
 #include "plh/broker_client.hpp"
+#include "scripted_broker.hpp"
 #include "test_broker_process.hpp"
 
 #if defined(PLH_BROKER_BIN) && defined(PLH_CTL_BIN)
@@ -127,6 +129,71 @@ TEST_CASE("CURVE --allow-keys admits listed clients only", "[e2e][curve]") {
   CHECK(ctl({"ping", "--broker-key", key}, b.endpoint, {{"PLH_CLIENT_KEY", "@" + cli}}).code == 0);
   r = ctl({"ping", "--broker-key", key}, b.endpoint, {{"PLH_CLIENT_KEY", "nonsense"}});
   CHECK(r.code == 2);
+}
+
+TEST_CASE("plh-ctl against a broker sending malformed replies: exit 1 and one line, never a crash",
+          "[e2e][ctl][hostile]") {
+  using plh::test::ScriptedBroker;
+  // Answers LIST_REQ with the body under test; PING_REQ with a body that is not JSON.
+  std::mutex mu;
+  json list_body;
+  ScriptedBroker broker([&](const std::string& type, const json& req) -> std::vector<ScriptedBroker::Message> {
+    if (type == "PING_REQ") return {{"PING_ACK", "{\"status\":"}};
+    std::lock_guard lk(mu);
+    return {{"LIST_ACK", ScriptedBroker::echo_corr(req, list_body)}};
+  });
+  auto with_list = [&](json body) {
+    std::lock_guard lk(mu);
+    list_body = std::move(body);
+  };
+  const std::string ep = broker.endpoint();
+  struct Case {
+    json list_ack;
+    std::vector<std::string> args;
+    int code;
+    std::string err;  // the whole of stderr
+  };
+  const json ok = {{"status", "ok"}};
+  const std::vector<Case> cases{
+      {{{"status", "ok"}, {"channels", "nope"}}, {"list"}, 1,
+       "plh-ctl: error: malformed LIST_ACK from the broker: no channels array\n"},
+      {{{"status", "ok"}, {"count", 1}, {"channels", "nope"}}, {"list", "--json"}, 1,
+       "plh-ctl: error: malformed LIST_ACK from the broker: no channels array\n"},
+      {{{"status", "ok"}, {"channels", {{{"transport", "zmq"}}}}}, {"info", "lab.x"}, 1,
+       "plh-ctl: error: malformed LIST_ACK from the broker: a channel entry without a name\n"},
+      {{{"status", "ok"}, {"channels", {{{"channel", 5}}}}}, {"stats"}, 1,
+       "plh-ctl: error: malformed LIST_ACK from the broker: a channel entry without a name\n"},
+      {{{"channels", json::array()}}, {"list"}, 1,
+       "plh-ctl: error: malformed reply to LIST_REQ from the broker: no \"status\":\"ok\"\n"},
+      {ok, {"--broker-timeout", "300ms", "ping"}, 1,
+       "plh-ctl: error: no valid reply from the broker at " + ep + " within 300ms (1 malformed message from it ignored)\n"},
+  };
+  for (const auto& k : cases) {
+    INFO(k.args[0] << " with " << k.list_ack.dump());
+    with_list(k.list_ack);
+    auto r = ctl(k.args, ep);
+    CHECK(r.code == k.code);
+    CHECK(r.err == k.err);
+    CHECK(r.out.empty());
+  }
+
+  // Odd values in fields a table only shows are shown as "-" or 0, not refused.
+  with_list({{"status", "ok"},
+             {"channels",
+              {{{"channel", "lab.x"}, {"consumer_count", "many"}, {"producer", 7}, {"metrics", "m"},
+                {"rates", {{"messages_per_s", "fast"}}}, {"last_heartbeat_age_ms", -5}}}}});
+  auto r = ctl({"stats", "--json"}, ep);
+  CHECK(r.code == 0);
+  CHECK(r.err.empty());
+  const auto doc = json::parse(r.out, nullptr, false);
+  REQUIRE(doc.is_object());
+  CHECK(doc["channels"][0]["consumer_count"] == 0);
+  r = ctl({"list"}, ep);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("lab.x") != std::string::npos);
+  r = ctl({"info", "lab.x"}, ep);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("lab.x") != std::string::npos);
 }
 
 #endif

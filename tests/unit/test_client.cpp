@@ -2,12 +2,14 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <functional>
 #include <mutex>
 
 #include "plh/broker_client.hpp"
 #include "plh/error.hpp"
 #include "plh/protocol.hpp"
 #include "process.hpp"
+#include "scripted_broker.hpp"
 #include "test_broker_fixture.hpp"
 
 using namespace std::chrono_literals;
@@ -187,4 +189,118 @@ TEST_CASE("schema_hash is stable and version sensitive", "[client]") {
   CHECK(plh::schema_hash("temp") == plh::schema_hash("temp"));
   CHECK(plh::schema_hash("temp@1") != plh::schema_hash("temp@2"));
   CHECK(plh::schema_hash("temp") != 0);
+}
+
+namespace {
+// A DISC_ACK body with every field a client needs to attach.
+json good_disc_ack() {
+  return {{"status", "ok"},       {"channel", "lab.x"},  {"transport", "zmq"},    {"pattern", "pubsub"},
+          {"endpoint", "tcp://127.0.0.1:9"}, {"shm_name", ""}, {"schema_hash", 0}, {"schema_version", ""},
+          {"consumer_count", 0},  {"producer_pid", 1},   {"pubkey", nullptr}};
+}
+json without(json j, const char* key) {
+  j.erase(key);
+  return j;
+}
+json with(json j, const char* key, json value) {
+  j[key] = std::move(value);
+  return j;
+}
+
+using Messages = std::vector<plh::test::ScriptedBroker::Message>;
+
+// A stand-in broker whose answer to DISC_REQ the test sets before each request.
+struct DiscScript {
+  std::mutex mu;
+  std::function<Messages(const json&)> answer;  // guarded by mu
+  plh::test::ScriptedBroker broker{[this](const std::string& type, const json& body) -> Messages {
+    std::lock_guard lk(mu);
+    return type == "DISC_REQ" && answer ? answer(body) : Messages{};
+  }};
+  void set(std::function<Messages(const json&)> f) {
+    std::lock_guard lk(mu);
+    answer = std::move(f);
+  }
+};
+}  // namespace
+
+TEST_CASE("client: a broker's malformed replies are errors, never crashes; the client keeps working",
+          "[client][hostile]") {
+  using plh::test::ScriptedBroker;
+  DiscScript script;
+  auto reply = [](const char* type, json body) {
+    return [type, body](const json& req) { return Messages{{type, ScriptedBroker::echo_corr(req, body)}}; };
+  };
+  auto raw = [](Messages m) { return [m](const json&) { return m; }; };
+
+  struct Case {
+    const char* what;
+    std::function<Messages(const json&)> answer;
+    const char* error;  // expected in what(); exit code 1 in every case
+  };
+  const std::string big(4 << 20, 'x');
+  const std::vector<Case> cases{
+      {"DISC_ACK without endpoint", reply("DISC_ACK", without(good_disc_ack(), "endpoint")), "field 'endpoint'"},
+      {"endpoint not a string", reply("DISC_ACK", with(good_disc_ack(), "endpoint", 42)), "field 'endpoint'"},
+      {"negative consumer_count", reply("DISC_ACK", with(good_disc_ack(), "consumer_count", -1)),
+       "field 'consumer_count'"},
+      {"schema_version a number", reply("DISC_ACK", with(good_disc_ack(), "schema_version", 7)),
+       "field 'schema_version'"},
+      {"pubkey an object", reply("DISC_ACK", with(good_disc_ack(), "pubkey", json::object())), "field 'pubkey'"},
+      {"no status", reply("DISC_ACK", without(good_disc_ack(), "status")), "no \"status\":\"ok\""},
+      {"reply of another type", reply("PING_ACK", good_disc_ack()), "unexpected reply 'PING_ACK' to DISC_REQ"},
+      {"ERROR without error_code", reply("ERROR", {{"status", "error"}, {"message", "x"}}),
+       "malformed ERROR reply to DISC_REQ"},
+      {"ERROR with a numeric error_code", reply("ERROR", {{"status", "error"}, {"error_code", 4}}),
+       "malformed ERROR reply to DISC_REQ"},
+      {"body not JSON", raw({{"DISC_ACK", "{\"status\":\"ok\","}}), "(1 malformed message from it ignored)"},
+      {"body a JSON array", raw({{"DISC_ACK", "[1,2]"}}), "(1 malformed message from it ignored)"},
+      {"one frame", raw({{"DISC_ACK"}}), "(1 malformed message from it ignored)"},
+      {"three frames", [](const json& req) {
+         return Messages{{"DISC_ACK", ScriptedBroker::echo_corr(req, good_disc_ack()), "extra"}};
+       }, "(1 malformed message from it ignored)"},
+      {"4 MiB that is not JSON", raw({{"DISC_ACK", big}}), "(1 malformed message from it ignored)"},
+      {"corr a number", raw({{"DISC_ACK", with(good_disc_ack(), "corr", 5).dump()}}),
+       "(1 malformed message from it ignored)"},
+      {"three bad messages", raw({{"X"}, {"Y", "nope"}, {"Z", "[]"}}), "(3 malformed messages from it ignored)"},
+  };
+  plh::BrokerClient c(config_for(script.broker.endpoint(), 300ms));
+  for (const auto& k : cases) {
+    INFO(k.what);
+    script.set(k.answer);
+    try {
+      c.discover("lab.x");
+      FAIL("no error");
+    } catch (const plh::Error& e) {
+      CHECK(e.code() == plh::ExitCode::failure);
+      CHECK_THAT(e.what(), Catch::Contains(k.error));
+      CHECK(std::string(e.what()).find('\n') == std::string::npos);
+    }
+  }
+  CHECK(script.broker.requests() == static_cast<int>(cases.size()));
+}
+
+TEST_CASE("client: odd correlation ids and notifications from a broker are ignored or passed on, never fatal",
+          "[client][hostile]") {
+  using plh::test::ScriptedBroker;
+  DiscScript script;
+  plh::BrokerClient c(config_for(script.broker.endpoint(), 2000ms));
+  // Ids of the form the client uses for heartbeats and re-registration, but cut short
+  // (these once killed the client's thread), then a good answer: the client takes it.
+  script.set([](const json& req) {
+    return Messages{{"REG_ACK", json{{"corr", "hb:"}}.dump()},
+                    {"REG_ACK", json{{"corr", "rr:p"}}.dump()},
+                    {"ERROR", json{{"corr", "hb:x:"}, {"error_code", "NOT_REGISTERED"}}.dump()},
+                    {"DISC_ACK", ScriptedBroker::echo_corr(req, good_disc_ack())}};
+  });
+  CHECK(c.discover("lab.x")["endpoint"] == "tcp://127.0.0.1:9");
+  // Notifications with fields of the wrong type reach the callback as they are; nothing breaks.
+  std::atomic<int> notes{0};
+  c.on_notification([&](const std::string&, const json&) { ++notes; });
+  script.set([](const json& req) {
+    return Messages{{"CHANNEL_CLOSING_NOTIFY", json{{"channel", 5}, {"reason", json::array()}}.dump()},
+                    {"DISC_ACK", ScriptedBroker::echo_corr(req, good_disc_ack())}};
+  });
+  CHECK(c.discover("lab.x")["channel"] == "lab.x");
+  CHECK(eventually([&] { return notes.load() == 1; }, 2s));
 }
