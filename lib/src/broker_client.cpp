@@ -30,12 +30,6 @@ using namespace std::chrono;
 
 namespace {
 
-std::string printable(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 40)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  return out;
-}
-
 std::string seconds_text(milliseconds ms) {
   if (ms.count() % 1000 == 0) return std::to_string(ms.count() / 1000) + "s";
   return std::to_string(ms.count()) + "ms";

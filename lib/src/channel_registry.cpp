@@ -19,13 +19,6 @@ using std::chrono::milliseconds;
 namespace {
 
 // Printable, bounded rendering of an untrusted type frame for messages and logs.
-std::string printable(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 40)) out += (std::isprint(static_cast<unsigned char>(c)) ? c : '?');
-  if (s.size() > 40) out += "...";
-  return out;
-}
-
 std::int64_t age_ms(SteadyTime now, SteadyTime then) {
   return std::max<std::int64_t>(0, duration_cast<milliseconds>(now - then).count());
 }

@@ -315,6 +315,11 @@ int run_subscriber(const SubOptions& o) {
         if (transport != "zmq")
           throw Error(ExitCode::failure, "channel '" + o.channel + "' uses transport '" + transport +
                                              "'; read it with plh-shm read " + info.value("shm_name", o.channel));
+        // Anything may register a channel; read only what plh-pub would have sent.
+        if (const std::string pattern = info.value("pattern", std::string("pubsub"));
+            pattern != "pubsub" && pattern != "pipeline")
+          throw Error(ExitCode::failure, "channel '" + o.channel + "' uses pattern '" + printable(pattern) +
+                                             "'; plh-sub reads pubsub and pipeline channels");
         info = client->register_consumer(o.channel, schema.text.empty() ? std::nullopt : std::optional(schema.hash),
                                          metrics);
         break;

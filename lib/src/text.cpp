@@ -94,6 +94,13 @@ void validate_channel_name(std::string_view name) {
   }
 }
 
+std::string printable(std::string_view s, std::size_t max) {
+  std::string out;
+  for (char c : s.substr(0, max)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (s.size() > max) out += "...";
+  return out;
+}
+
 const std::string& hostname() {
   static const std::string name = [] {
     char buf[256] = {};

@@ -311,6 +311,20 @@ TEST_CASE("schema mismatch is refused with exit 6", "[e2e][pubsub]") {
   CHECK(s.wait(10s).code == 0);
 }
 
+TEST_CASE("a channel registered with a pattern plh-sub cannot read: exit 1 naming it", "[e2e][pubsub]") {
+  auto broker = fast_broker();
+  const auto ch = channel("odd");
+  // Anything may register a channel, e.g. a script of another lab group.
+  plh::BrokerClient other(cfg_for(broker.endpoint));
+  auto r = reg(ch);
+  r.pattern = "survey";
+  other.register_channel(r);
+  auto res = run({PLH_SUB_BIN, ch, "-W", "5"}, "", 10s, env_for(broker));
+  CHECK(res.code == 1);
+  CHECK(res.err == "plh-sub: error: channel '" + ch + "' uses pattern 'survey'; plh-sub reads pubsub and pipeline channels\n");
+  CHECK(res.out.empty());
+}
+
 TEST_CASE("a publisher killed with SIGKILL: subscribers exit 1 naming the channel; the broker drops it",
           "[e2e][pubsub]") {
   auto broker = fast_broker();

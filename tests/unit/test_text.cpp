@@ -37,3 +37,12 @@ TEST_CASE("channel names follow the SPEC grammar", "[text]") {
   CHECK(plh::channel_name_problem(std::string(255, 'a')).empty());
   CHECK_FALSE(plh::channel_name_problem(std::string(256, 'a')).empty());
 }
+
+TEST_CASE("untrusted text is made printable and short for one-line messages", "[text]") {
+  CHECK(plh::printable("DISC_ACK") == "DISC_ACK");
+  CHECK(plh::printable(std::string("a\nb\0c\x7f\xc3\xa9", 8)) == "a?b?c???");
+  CHECK(plh::printable(std::string(41, 'x')) == std::string(40, 'x') + "...");
+  CHECK(plh::printable(std::string(40, 'x')) == std::string(40, 'x'));
+  CHECK(plh::printable("abcdef", 3) == "abc...");
+  CHECK(plh::printable("").empty());
+}

@@ -26,4 +26,8 @@ const std::string& hostname();
 // CLOCK_REALTIME in nanoseconds.
 std::int64_t realtime_ns();
 
+// Untrusted text (from the network, a segment) made safe for a one-line message: at most
+// `max` characters, anything but printable ASCII as '?', "..." when cut.
+std::string printable(std::string_view s, std::size_t max = 40);
+
 }  // namespace plh
