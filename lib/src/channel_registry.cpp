@@ -18,7 +18,6 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// Printable, bounded rendering of an untrusted type frame for messages and logs.
 std::int64_t age_ms(SteadyTime now, SteadyTime then) {
   return std::max<std::int64_t>(0, duration_cast<milliseconds>(now - then).count());
 }

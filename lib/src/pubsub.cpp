@@ -313,8 +313,9 @@ int run_subscriber(const SubOptions& o) {
         }
         const std::string transport = info.value("transport", std::string("zmq"));
         if (transport != "zmq")
-          throw Error(ExitCode::failure, "channel '" + o.channel + "' uses transport '" + transport +
-                                             "'; read it with plh-shm read " + info.value("shm_name", o.channel));
+          throw Error(ExitCode::failure, "channel '" + o.channel + "' uses transport '" + printable(transport) +
+                                             "'; read it with plh-shm read " +
+                                             printable(info.value("shm_name", o.channel), 255));
         // Anything may register a channel; read only what plh-pub would have sent.
         if (const std::string pattern = info.value("pattern", std::string("pubsub"));
             pattern != "pubsub" && pattern != "pipeline")
