@@ -37,12 +37,23 @@ trap cleanup EXIT
 
 echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
 
-# The broker, with a long timeout so the registered channels (which never heartbeat) stay.
-mkfifo "$WORK/ready"
-"$BIN/plh-broker" --endpoint tcp://127.0.0.1:0 --heartbeat-timeout 3600s -q > "$WORK/ready" &
-BROKER_PID=$!
-read -r READY < "$WORK/ready"
-EP=$(sed -E 's/.*"endpoint":"([^"]+)".*/\1/' <<<"$READY")
+# Starts a broker (plh-broker arguments; default endpoint tcp://127.0.0.1:0) with a long
+# timeout, so the registered channels (which never heartbeat) stay, waits for its ready
+# line and registers CHANNELS channels. Sets SB_PID and SB_EP.
+start_broker() {
+  local fifo=$WORK/ready.$RANDOM ready
+  mkfifo "$fifo"
+  [ $# -gt 0 ] || set -- --endpoint tcp://127.0.0.1:0
+  "$BIN/plh-broker" "$@" --heartbeat-timeout 3600s -q > "$fifo" &
+  SB_PID=$!
+  read -r ready < "$fifo"
+  SB_EP=$(sed -E 's/.*"endpoint":"([^"]+)".*/\1/' <<<"$ready")
+  "$BIN/bench_broker" --broker "$SB_EP" --channels "$CHANNELS" --clients 1 --seconds 0.2 > /dev/null
+}
+stop_broker() { kill "$SB_PID"; wait "$SB_PID" 2>/dev/null || true; }
+
+start_broker
+BROKER_PID=$SB_PID EP=$SB_EP
 echo "== broker $EP (pid $BROKER_PID)"
 
 # Broker CPU time (user+sys, clock ticks) from /proc: load-independent cost per request.
@@ -50,7 +61,6 @@ broker_ticks() { awk '{print $14 + $15}' "/proc/$BROKER_PID/stat"; }
 TICK=$(getconf CLK_TCK)
 
 echo "== DISC_REQ round trips, $CHANNELS channels registered"
-"$BIN/bench_broker" --broker "$EP" --channels "$CHANNELS" --clients 1 --seconds 0.2 > /dev/null  # populate
 for spec in "4 1" "1 1" "4 $WINDOW" "1 $WINDOW"; do
   set -- $spec
   t0=$(broker_ticks)
@@ -70,19 +80,12 @@ done
 # no TCP stack), each a fresh broker holding the same number of channels.
 other_broker() {  # label, plh-broker arguments...
   local label=$1; shift
-  local fifo=$WORK/ready.$RANDOM
-  mkfifo "$fifo"
-  "$BIN/plh-broker" "$@" --heartbeat-timeout 3600s -q > "$fifo" &
-  local pid=$!
-  local ready ep
-  read -r ready < "$fifo"
-  ep=$(sed -E 's/.*"endpoint":"([^"]+)".*/\1/' <<<"$ready")
-  "$BIN/bench_broker" --broker "$ep" --channels "$CHANNELS" --clients 1 --seconds 0.2 > /dev/null
+  start_broker "$@"
   for c in 4 1; do
-    echo "$label: $("$BIN/bench_broker" --broker "$ep" --channels "$CHANNELS" --clients "$c" --window 1 \
+    echo "$label: $("$BIN/bench_broker" --broker "$SB_EP" --channels "$CHANNELS" --clients "$c" --window 1 \
                       --seconds "$SECS" --no-populate)"
   done
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop_broker
 }
 echo "== DISC_REQ round trips, other broker set-ups (window 1)"
 other_broker "tcp, --busy-poll 0" --endpoint tcp://127.0.0.1:0 --busy-poll 0
@@ -90,16 +93,10 @@ other_broker "ipc, --busy-poll 1ms (default)" --endpoint "ipc://$WORK/broker.soc
 
 # One 4-client window-1 run on a fresh broker; prints round trips/s.
 fresh_run() {  # bench_broker extra arguments...
-  local fifo=$WORK/ready.$RANDOM ready ep pid
-  mkfifo "$fifo"
-  "$BIN/plh-broker" --endpoint tcp://127.0.0.1:0 --heartbeat-timeout 3600s -q > "$fifo" &
-  pid=$!
-  read -r ready < "$fifo"
-  ep=$(sed -E 's/.*"endpoint":"([^"]+)".*/\1/' <<<"$ready")
-  "$BIN/bench_broker" --broker "$ep" --channels "$CHANNELS" --clients 1 --seconds 0.2 > /dev/null
-  "$BIN/bench_broker" --broker "$ep" --channels "$CHANNELS" --clients 4 --window 1 --seconds "$SECS" \
+  start_broker
+  "$BIN/bench_broker" --broker "$SB_EP" --channels "$CHANNELS" --clients 4 --window 1 --seconds "$SECS" \
     --no-populate "$@" | sed -E 's/.*"round_trips_per_s":([0-9]+).*/\1/'
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop_broker
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 echo "== 4 clients x window 1, $REPEAT runs on fresh brokers (alternating)"

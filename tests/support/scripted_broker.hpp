@@ -5,12 +5,16 @@
 #include <zmq.h>
 
 #include <atomic>
+#include <cerrno>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "plh/zmq_util.hpp"
+#include "zmq_frames.hpp"
 
 namespace plh::test {
 
@@ -41,7 +45,7 @@ class ScriptedBroker {
   ScriptedBroker(const ScriptedBroker&) = delete;
   ScriptedBroker& operator=(const ScriptedBroker&) = delete;
   ~ScriptedBroker() {
-    stop_ = true;
+    stop_.signal();
     thread_.join();
     zmq_close(sock_);
     zmq_ctx_term(ctx_);
@@ -58,27 +62,20 @@ class ScriptedBroker {
 
  private:
   void serve() {
-    while (!stop_) {
-      zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
-      if (zmq_poll(&item, 1, 20) <= 0) continue;  // 20 ms: how soon the destructor is noticed
-      std::vector<std::string> frames;
-      for (int more = 1; more;) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, sock_, 0) < 0) {
-          zmq_msg_close(&m);
-          break;
-        }
-        frames.emplace_back(static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
-        more = zmq_msg_more(&m);
-        zmq_msg_close(&m);
+    for (;;) {
+      zmq_pollitem_t items[2] = {{sock_, 0, ZMQ_POLLIN, 0}, {nullptr, stop_.fd(), ZMQ_POLLIN, 0}};
+      if (zmq_poll(items, 2, -1) < 0) {
+        if (zmq_errno() == EINTR) continue;
+        return;
       }
+      if (items[1].revents & ZMQ_POLLIN) return;  // the destructor
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      const std::vector<std::string> frames = recv_frames(sock_);
       if (frames.size() != 3) continue;  // routing id, type, body
       ++requests_;
-      for (const Message& out : script_(frames[1], nlohmann::json::parse(frames[2], nullptr, false))) {
-        zmq_send(sock_, frames[0].data(), frames[0].size(), out.empty() ? 0 : ZMQ_SNDMORE);
-        for (std::size_t i = 0; i < out.size(); ++i)
-          zmq_send(sock_, out[i].data(), out[i].size(), i + 1 < out.size() ? ZMQ_SNDMORE : 0);
+      for (Message out : script_(frames[1], nlohmann::json::parse(frames[2], nullptr, false))) {
+        out.insert(out.begin(), frames[0]);
+        send_frames(sock_, out);
       }
     }
   }
@@ -87,7 +84,7 @@ class ScriptedBroker {
   void* ctx_ = nullptr;
   void* sock_ = nullptr;
   std::string endpoint_;
-  std::atomic<bool> stop_{false};
+  plh::EventFd stop_;
   std::atomic<int> requests_{0};
   std::thread thread_;
 };

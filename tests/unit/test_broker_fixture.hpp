@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "plh/broker.hpp"
+#include "zmq_frames.hpp"
 
 namespace plh::test {
 
@@ -57,26 +58,14 @@ class RawClient {
   RawClient(const RawClient&) = delete;
   RawClient& operator=(const RawClient&) = delete;
 
-  void send_frames(const std::vector<std::string>& frames) {
-    for (std::size_t i = 0; i < frames.size(); ++i)
-      zmq_send(sock_, frames[i].data(), frames[i].size(), i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
-  }
+  void send_frames(const std::vector<std::string>& frames) { plh::test::send_frames(sock_, frames); }
   void send(const std::string& type, const nlohmann::json& body) { send_frames({type, body.dump()}); }
 
   // Next message, or nullopt after the timeout.
   std::optional<Reply> recv(std::chrono::milliseconds timeout = std::chrono::milliseconds(3000)) {
     zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&item, 1, static_cast<long>(timeout.count())) <= 0) return std::nullopt;
-    std::vector<std::string> frames;
-    int more = 1;
-    while (more) {
-      zmq_msg_t m;
-      zmq_msg_init(&m);
-      zmq_msg_recv(&m, sock_, 0);
-      frames.emplace_back(static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
-      more = zmq_msg_more(&m);
-      zmq_msg_close(&m);
-    }
+    const std::vector<std::string> frames = recv_frames(sock_);
     Reply r;
     if (!frames.empty()) r.type = frames[0];
     if (frames.size() > 1) r.body = nlohmann::json::parse(frames[1], nullptr, false);
