@@ -471,7 +471,8 @@ struct Reader::Impl {
 
 Reader::Reader(std::string_view name, const Options& opts, const Trust& trust) : impl_(std::make_unique<Impl>()) {
   Impl& r = *impl_;
-  r.seg = Segment::open(name, Segment::Access::read_write, &trust, trust.mode);
+  // A reader is not harmed by others reading the segment: only write bits count for it.
+  r.seg = Segment::open(name, Segment::Access::read_write, &trust, trust.mode | 0044u);
   r.h = r.seg.header();
   r.geo = r.seg.geometry();
   r.n = r.geo.slots;

@@ -77,10 +77,10 @@ struct CreateOptions {
 
 // Whom a Writer or Reader trusts when it attaches to an existing segment (a hostile
 // segment is one that another local user created or may write). The object must be a
-// regular file owned by the effective uid, by root, or by `owner`; and the permission
-// bits it grants its group and others must all be within `mode` (so the default 0600
-// accepts none: a group- or world-writable segment is refused, and so, for a writer, is
-// one others may read). Refusals are RefusedError (exit 6) naming the owner and mode:
+// regular file owned by the effective uid, by root, or by `owner`; and the write bits it
+// grants its group and others (for a writer: all group/other bits, since others could
+// read what it writes) must be within `mode` (so the default 0600 accepts none: a
+// group- or world-writable segment is refused). Refusals are RefusedError (exit 6) naming the owner and mode:
 // "segment /dev/shm/plh.x is owned by uid 1001 (bob) with mode 0666; refusing it ...".
 // A segment shared with a group on purpose is created with mode 0660 and attached with
 // `mode = 0660` (plus `owner` on the side that did not create it).
