@@ -33,7 +33,14 @@
 // plh segment, has another layout version, is not accessible, or is already owned by
 // another live writer / sequential reader; Error(failure) (1) for a truncated or
 // corrupted segment and a writer that is gone. Nothing read from shared memory is used
-// without a bounds check.
+// without a bounds check; each value is read once and only that copy is checked and used.
+//
+// Truncation: attaching a segment installs (once per process) a SIGBUS handler that
+// absorbs faults inside mapped segments (zero pages are mapped over the rest of the
+// mapping) and chains to the previous handler for any other fault. A segment truncated
+// under a Writer or Reader therefore never kills the process: the next call throws
+// Error(failure) "segment 'NAME' was truncated under this reader/writer"; spans and
+// views handed out before read zeros meanwhile.
 //
 // Thread safety: a Writer or Reader object is used by one thread at a time. Any number
 // of Writer/Reader objects in any processes may share a segment (one live writer).
