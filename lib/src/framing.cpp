@@ -749,7 +749,7 @@ void FrameWriter::write(std::string_view payload, const MessageMeta& meta) {
       } else {
         char* p = reserve(payload.size() + 4);
         std::memcpy(p, hdr, 4);
-        std::memcpy(p + 4, payload.data(), payload.size());
+        if (!payload.empty()) std::memcpy(p + 4, payload.data(), payload.size());  // data() may be null when empty
         size_ += payload.size() + 4;
       }
       break;

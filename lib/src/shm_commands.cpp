@@ -42,6 +42,21 @@ std::uint32_t parse_u32_size(const std::string& text, std::string_view what) {
   return static_cast<std::uint32_t>(v);
 }
 
+unsigned parse_mode(const std::string& text) {
+  unsigned mode = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), mode, 8);
+  if (text.empty() || ec != std::errc() || p != text.data() + text.size() || mode > 0777)
+    throw UsageError("invalid --mode '" + text + "' (octal permission bits, e.g. 0600 or 0660)");
+  return mode;
+}
+
+Trust trust_of(const std::string& owner, const std::string& mode) {
+  Trust t;
+  if (!owner.empty()) t.owner = parse_owner(owner);
+  t.mode = parse_mode(mode);
+  return t;
+}
+
 CreateOptions create_options(const GeometryArgs& g) {
   CreateOptions o;
   const std::uint64_t slots = parse_u64(g.slots, "--slots value");
@@ -50,11 +65,7 @@ CreateOptions create_options(const GeometryArgs& g) {
   o.geometry.slot_size = parse_u32_size(g.slot_size, "--slot-size");
   o.geometry.policy = parse_policy(g.policy);
   o.geometry.checksum = parse_checksum(g.checksum);
-  unsigned mode = 0;
-  auto [p, ec] = std::from_chars(g.mode.data(), g.mode.data() + g.mode.size(), mode, 8);
-  if (g.mode.empty() || ec != std::errc() || p != g.mode.data() + g.mode.size() || mode > 0777)
-    throw UsageError("invalid --mode '" + g.mode + "' (octal permission bits, e.g. 0600 or 0660)");
-  o.mode = mode;
+  o.mode = parse_mode(g.mode);
   return o;
 }
 
@@ -128,10 +139,11 @@ int write(const WriteArgs& a) {
   wo.create = a.create;
   if (a.create) wo.create_options = create_options(a.geometry);
   else segment_object_name(a.name);  // validate the name before touching anything
+  const Trust trust = trust_of(a.owner, a.geometry.mode);
   wo.wait.busy_poll = a.busy_poll;
   std::size_t chunk = parse_size(a.chunk_size);
   if (chunk == 0) throw UsageError("--chunk-size must be at least 1 byte");
-  Writer w(a.name, wo);
+  Writer w(a.name, wo, trust);
   const std::size_t slot_size = w.geometry().slot_size;
   // Control plane only: the broker never sees the data.
   std::unique_ptr<BrokerClient> broker;
@@ -227,11 +239,12 @@ int read(const ReadArgs& a) {
   Clock::time_point deadline = kForever;
   if (!a.timeout.empty()) deadline = start + parse_duration(a.timeout);
   segment_object_name(a.name);
+  const Trust trust = trust_of(a.owner, a.mode);
 
   std::optional<Reader> reader;
   for (;;) {
     try {
-      reader.emplace(a.name, ro);
+      reader.emplace(a.name, ro, trust);
       break;
     } catch (const NotFoundError&) {
       if (!a.wait) throw;
@@ -251,7 +264,9 @@ int read(const ReadArgs& a) {
   const bool copy = r.geometry().policy == Policy::latest;  // the writer may overwrite a held slot
   FrameWriter out(STDOUT_FILENO, fmt, a.line_buffered || ::isatty(STDOUT_FILENO));
   std::vector<std::byte> local;
-  std::uint64_t messages = 0, bytes = 0, corrupt = 0;
+  static const std::byte kNoBytes[1] = {};  // never hand a null pointer on, even for 0 bytes
+  std::uint64_t messages = 0, bytes = 0, corrupt = 0, slots_seen = 0;
+  const bool ordered = r.geometry().policy != Policy::latest;
   MessageMeta meta;
   meta.channel = a.name;
   meta.has_slot_meta = true;
@@ -264,19 +279,35 @@ int read(const ReadArgs& a) {
     out.flush();
     if (a.stats) {
       const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-      std::fprintf(stderr, "plh-shm: stats: messages=%llu bytes=%llu skipped=%llu checksum_errors=%llu rate=%.0f/s\n",
+      std::fprintf(stderr,
+                   "plh-shm: stats: messages=%llu bytes=%llu skipped=%llu missed=%llu checksum_errors=%llu rate=%.0f/s\n",
                    static_cast<unsigned long long>(messages), static_cast<unsigned long long>(bytes),
-                   static_cast<unsigned long long>(r.skipped()), static_cast<unsigned long long>(r.checksum_errors()),
+                   static_cast<unsigned long long>(r.skipped()), static_cast<unsigned long long>(r.missed()),
+                   static_cast<unsigned long long>(r.checksum_errors()),
                    secs > 0 ? static_cast<double>(messages) / secs : 0.0);
     }
     if (code == 0 && corrupt > 0)
       throw Error(ExitCode::failure, std::to_string(corrupt) + " corrupt slot(s) of '" + a.name + "' were skipped");
+    // Under sequential/sync nothing may be lost: slots this reader never got (overwritten
+    // before it attached, or while it joined) make the run incomplete.
+    if (code == 0 && ordered && r.skipped() > 0)
+      throw Error(ExitCode::failure, std::to_string(r.skipped()) + " slot(s) of '" + a.name +
+                                         "' were overwritten before this reader got them (policy " +
+                                         std::string(policy_name(r.geometry().policy)) + ")");
     return code;
   };
 
+  auto timed_out = [&]() -> int {
+    finish(3);
+    throw TimeoutError("timed out after " + a.timeout + " reading '" + a.name + "' (" + std::to_string(messages) +
+                       " messages)");
+  };
   try {
     for (;;) {
       std::optional<SlotView> view;
+      // -W holds even while slots keep coming (a writer that never lets the reader
+      // catch up): the clock is read once every 64 slots.
+      if ((++slots_seen & 63) == 0 && deadline != kForever && Clock::now() >= deadline) return timed_out();
       try {
         view = r.try_acquire();
         if (!view) {
@@ -286,10 +317,7 @@ int read(const ReadArgs& a) {
             case AcquireStatus::slot: view = got.view; break;
             case AcquireStatus::ended: return finish(0);
             case AcquireStatus::stopped: return finish(exit_code_for_stop());
-            case AcquireStatus::timeout:
-              finish(3);
-              throw TimeoutError("timed out after " + a.timeout + " reading '" + a.name + "' (" +
-                                 std::to_string(messages) + " messages)");
+            case AcquireStatus::timeout: return timed_out();
           }
         }
       } catch (const ChecksumError& e) {
@@ -303,7 +331,7 @@ int read(const ReadArgs& a) {
                                                  {"reader_hostname", hostname()}});
         continue;
       }
-      const std::byte* data = view->data;
+      const std::byte* data = view->meta.size ? view->data : kNoBytes;
       meta.seq = view->meta.seq;
       meta.ts_ns = view->meta.ts_ns;
       meta.type_hash = view->meta.type_hash;
@@ -313,22 +341,25 @@ int read(const ReadArgs& a) {
         local.resize(size);
         if (size) std::memcpy(local.data(), data, size);
         if (!r.release()) continue;  // overwritten while copying: counted as skipped
-        data = local.data();
+        data = size ? local.data() : kNoBytes;
       }
       bool done = false;
       if (view->meta.flags & layout::kSlotPacked) {
-        // Never trust the records: every length is checked against the slot size.
+        // Never trust the records: under sequential/sync `data` is the shared slot itself,
+        // which a hostile writer may change while we read it. Each length is read once
+        // into a local, checked against the slot size, and only that local is used; the
+        // loop ends at the slot's end whatever the count says.
         if (size < 4) {
           report("packed slot seq " + std::to_string(meta.seq) + " of '" + a.name + "' is too short");
         } else {
           const std::uint32_t n = get_u32(data);
           std::size_t off = 4;
           for (std::uint32_t i = 0; i < n && !done; ++i) {
-            if (off + 4 > size || get_u32(data + off) > size - off - 4) {
+            const std::uint32_t len = off + 4 <= size ? get_u32(data + off) : 0;
+            if (off + 4 > size || len > size - off - 4) {
               report("packed slot seq " + std::to_string(meta.seq) + " of '" + a.name + "' has a record out of bounds");
               break;
             }
-            const std::uint32_t len = get_u32(data + off);
             out.write({reinterpret_cast<const char*>(data + off + 4), len}, meta);
             off += 4 + len;
             ++messages;

@@ -39,10 +39,19 @@ constexpr std::chrono::milliseconds kReapEvery{20};
 
 std::uint32_t my_pid() { return static_cast<std::uint32_t>(::getpid()); }
 
+// Bounded: another process that keeps changing the word cannot keep us here.
 void atomic_max(std::atomic<std::uint64_t>& a, std::uint64_t v) {
   std::uint64_t cur = a.load(std::memory_order_relaxed);
-  while (cur < v && !a.compare_exchange_weak(cur, v)) {
+  for (int i = 0; i < detail::kCasAttempts && cur < v; ++i)
+    if (a.compare_exchange_weak(cur, v)) return;
+}
+
+bool any_reader_attached(const Segment& seg, const ReaderEntry* except) {
+  for (std::uint32_t i = 0; i < layout::kReaderCapacity; ++i) {
+    const ReaderEntry* o = seg.reader(i);
+    if (o != except && o->pid.load(std::memory_order_seq_cst) != 0) return true;
   }
+  return false;
 }
 
 // Frees the table entries of readers whose process is gone. Returns how many.
@@ -60,11 +69,8 @@ unsigned reap_dead_readers(const Segment& seg) {
     spdlog::warn("reader pid {} of '{}' is gone; released its cursor (seq {})", pid, seg.name(), cursor);
   }
   if (reaped) {
-    bool others = false;
-    for (std::uint32_t i = 0; i < layout::kReaderCapacity && !others; ++i)
-      others = seg.reader(i)->pid.load(std::memory_order_acquire) != 0;
     // A dead reader must not hold the writer: carry on until a reader attaches again.
-    if (!others) h->retain.store(0);
+    if (!any_reader_attached(seg, nullptr)) h->retain.store(0);
     detail::bump_and_wake(h->space_futex);
   }
   return reaped;
@@ -118,7 +124,7 @@ struct Writer::Impl {
   bool has_space(std::uint64_t s) {
     bool unlimited = false;
     const std::uint64_t f = compute_floor(s, unlimited);
-    if (s > f + n) return false;
+    if (f < s && s - f > n) return false;  // (a hostile cursor near 2^64 must not wrap f + n)
     floor_cache = f;
     floor_valid = !unlimited;
     return true;
@@ -129,6 +135,8 @@ struct Writer::Impl {
     if (now - last_reap < kReapEvery) return;
     last_reap = now;
     reap_dead_readers(seg);
+    seg.size_check();
+    seg.throw_if_damaged("writer");
   }
 
   // Waits until slot `s` may be written. false on stop.
@@ -165,6 +173,7 @@ struct Writer::Impl {
     std::unique_lock lock(mu);
     while (!stop_heartbeat) {
       h->writer_heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
+      seg.size_check();  // a truncation is then reported by the next publish or end_stream
       cv.wait_for(lock, interval);
     }
   }
@@ -196,25 +205,23 @@ std::string describe(const Geometry& g) {
 }
 }  // namespace
 
-Writer::Writer(std::string_view name, const Options& opts) : impl_(std::make_unique<Impl>()) {
+Writer::Writer(std::string_view name, const Options& opts, const Trust& trust) : impl_(std::make_unique<Impl>()) {
   Impl& w = *impl_;
   w.wait = opts.wait;
+  // Squatting: another user may have created /plh.NAME first, hoping that we write into
+  // (and they read) it. Create exclusively; only an object that exists already is
+  // attached, and only after the owner and mode checks (Trust).
+  const unsigned accept_mode = trust.mode | (opts.create ? opts.create_options.mode : 0u);
   if (opts.create) {
-    try {
-      w.seg = Segment::open(name, Segment::Access::read_write);
-    } catch (const NotFoundError&) {
-      try {
-        w.seg = Segment::create(name, opts.create_options);
-      } catch (const Error& e) {
-        if (std::string(e.what()).find("already exists") == std::string::npos) throw;
-        w.seg = Segment::open(name, Segment::Access::read_write);  // lost a creation race
-      }
-    }
+    if (auto created = Segment::create_exclusive(name, opts.create_options))
+      w.seg = std::move(*created);
+    else
+      w.seg = Segment::open(name, Segment::Access::read_write, &trust, accept_mode);
     if (!same_geometry(w.seg.geometry(), opts.create_options.geometry))
       throw RefusedError("segment '" + std::string(name) + "' exists with " + describe(w.seg.geometry()) +
                          ", not " + describe(opts.create_options.geometry) + " (plh-shm rm it first)");
   } else {
-    w.seg = Segment::open(name, Segment::Access::read_write);
+    w.seg = Segment::open(name, Segment::Access::read_write, &trust, accept_mode);
   }
   w.h = w.seg.header();
   w.geo = w.seg.geometry();
@@ -222,10 +229,12 @@ Writer::Writer(std::string_view name, const Options& opts) : impl_(std::make_uni
   Header* h = w.h;
   h->writer_heartbeat_interval_ns.store(static_cast<std::uint64_t>(opts.heartbeat_interval.count()));
   h->writer_heartbeat_ns.store(detail::monotonic_ns());
-  for (;;) {
+  for (int attempt = 0;; ++attempt) {
     std::uint32_t cur = h->writer_pid.load();
     if (cur != 0 && detail::pid_alive(cur))
       throw RefusedError("segment '" + std::string(name) + "' already has a writer (pid " + std::to_string(cur) + ")");
+    if (attempt == detail::kCasAttempts)
+      throw RefusedError("segment '" + std::string(name) + "': its writer_pid keeps changing; cannot claim it");
     h->writer_heartbeat_ns.store(detail::monotonic_ns());
     if (h->writer_pid.compare_exchange_strong(cur, w.pid)) {
       if (cur != 0) spdlog::info("taking over segment '{}' from dead writer pid {}", std::string(name), cur);
@@ -234,6 +243,12 @@ Writer::Writer(std::string_view name, const Options& opts) : impl_(std::make_uni
   }
   w.claimed = true;
   w.seq = h->write_seq.load();
+  if (w.seq >= detail::kMaxSeq || w.seg.damaged()) {
+    w.release_claim();
+    w.seg.throw_if_damaged("writer");
+    throw Error(ExitCode::failure, "segment '" + std::string(name) + "' is corrupt (write_seq " + std::to_string(w.seq) +
+                                       " is beyond any real sequence); plh-shm rm it");
+  }
   w.light_fence = opts.asymmetric_fence && detail::register_light_fence();
   h->writer_fence.store(w.light_fence ? layout::kFenceAsymmetric : layout::kFenceFull);
   h->ended.store(0);
@@ -258,6 +273,7 @@ Writer::~Writer() {
 std::span<std::byte> Writer::begin_publish(Clock::time_point deadline) {
   Impl& w = *impl_;
   if (!w.claimed) throw Error(ExitCode::failure, "writer of '" + w.seg.name() + "' is detached");
+  w.seg.throw_if_damaged("writer");
   const std::uint64_t s = w.seq + 1;
   if (w.geo.policy != Policy::latest && !(w.floor_valid && s <= w.floor_cache + w.n)) {
     if (!w.wait_space(s, deadline)) return {};
@@ -285,6 +301,10 @@ std::uint64_t Writer::end_publish(std::size_t size, std::int64_t ts_ns, std::uin
   for (int i = 0; i < 4; ++i) slot->dims[i] = dims[static_cast<std::size_t>(i)];
   if (w.geo.checksum != Checksum::none)
     detail::compute_checksum(w.geo.checksum, w.seg.payload_of(slot), size, w.seg.checksum_of(slot));
+  if (w.seg.damaged()) {  // what was just written may have gone to a zero page: do not commit it
+    w.pending = nullptr;
+    w.seg.throw_damaged("writer");
+  }
   slot->seq.store(s, std::memory_order_release);
   if (w.light_fence) {
     // No hardware fence between the store and the load: a reader about to sleep runs
@@ -342,6 +362,8 @@ void Writer::end_stream() {
   w.pending = nullptr;
   w.h->ended.store(1, std::memory_order_seq_cst);
   detail::bump_and_wake(w.h->data_futex);
+  w.seg.size_check();
+  w.seg.throw_if_damaged("writer");
 }
 
 void Writer::detach() {
@@ -374,12 +396,31 @@ struct Reader::Impl {
   std::uint64_t known_w = 0;  // write_seq as last loaded: slots up to it need no new load
   RawSlot* held = nullptr;
   std::uint64_t held_seq = 0;
-  std::uint64_t skipped = 0, checksum_errors = 0, slots_read = 0;
+  std::uint64_t skipped = 0, checksum_errors = 0, slots_read = 0, missed = 0;
+  bool joined = false;  // ordered policies: a slot was read, so no overwrite is legitimate any more
   std::chrono::nanoseconds slice{};
   Clock::time_point next_liveness_check{};
   std::byte sum[layout::kChecksumBytes];
 
   bool ordered() const { return geo.policy != Policy::latest; }
+
+  // Every error about what the writer did is first checked against a truncation: a
+  // zero page read after a SIGBUS looks like a protocol violation but is not one.
+  [[noreturn]] void protocol_error(const std::string& what) const {
+    seg.throw_if_damaged("reader");
+    throw Error(ExitCode::failure, "writer of '" + seg.name() + "' broke the protocol: " + what + "; giving up");
+  }
+
+  // Loads write_seq once, checks it (never backwards, never near 2^64 where seq + 1
+  // would wrap to the empty slot seq 0) and remembers it.
+  std::uint64_t refresh_write_seq() {
+    const std::uint64_t w = h->write_seq.load(std::memory_order_acquire);
+    if (w >= detail::kMaxSeq)
+      protocol_error("write_seq " + std::to_string(w) + " is beyond any real sequence (wrapped or corrupt)");
+    if (w < known_w) protocol_error("write_seq went backwards from " + std::to_string(known_w) + " to " + std::to_string(w));
+    known_w = w;
+    return w;
+  }
 
   void skip_to(std::uint64_t e, std::uint64_t new_next) {
     if (new_next <= e) new_next = e + 1;
@@ -414,6 +455,8 @@ struct Reader::Impl {
   }
 
   void check_writer() {
+    seg.size_check();
+    seg.throw_if_damaged("reader");
     const std::uint32_t pid = h->writer_pid.load(std::memory_order_acquire);
     if (pid == 0 || h->ended.load(std::memory_order_acquire)) return;
     const std::uint64_t hb = h->writer_heartbeat_ns.load(std::memory_order_relaxed);
@@ -426,9 +469,10 @@ struct Reader::Impl {
   }
 };
 
-Reader::Reader(std::string_view name, const Options& opts) : impl_(std::make_unique<Impl>()) {
+Reader::Reader(std::string_view name, const Options& opts, const Trust& trust) : impl_(std::make_unique<Impl>()) {
   Impl& r = *impl_;
-  r.seg = Segment::open(name, Segment::Access::read_write);
+  // A reader is not harmed by others reading the segment: only write bits count for it.
+  r.seg = Segment::open(name, Segment::Access::read_write, &trust, trust.mode | 0044u);
   r.h = r.seg.header();
   r.geo = r.seg.geometry();
   r.n = r.geo.slots;
@@ -440,11 +484,13 @@ Reader::Reader(std::string_view name, const Options& opts) : impl_(std::make_uni
   if (r.geo.policy == Policy::sequential) {
     // One reader at a time: it always uses entry 0.
     ReaderEntry* e = r.seg.reader(0);
-    for (;;) {
+    for (int attempt = 0;; ++attempt) {
       std::uint32_t cur = e->pid.load();
       if (cur != 0 && detail::pid_alive(cur))
         throw RefusedError("segment '" + std::string(name) + "' has policy sequential and already has a reader (pid " +
                            std::to_string(cur) + ")");
+      if (attempt == detail::kCasAttempts)
+        throw RefusedError("segment '" + std::string(name) + "': its reader entry keeps changing; cannot claim it");
       if (e->pid.compare_exchange_strong(cur, me)) break;
     }
     r.entry = e;
@@ -458,71 +504,94 @@ Reader::Reader(std::string_view name, const Options& opts) : impl_(std::make_uni
                          " readers");
   }
   ReaderEntry* e = r.entry;
-  e->cursor.store(0, std::memory_order_seq_cst);  // holds the writer until the real cursor is set below
-  e->skipped.store(0);
-  e->checksum_errors.store(0);
-  e->slots_read.store(0);
-  e->attached_ns.store(static_cast<std::uint64_t>(realtime_ns()));
-  e->heartbeat_ns.store(detail::monotonic_ns());
+  try {
+    e->cursor.store(0, std::memory_order_seq_cst);  // holds the writer until the real cursor is set below
+    e->skipped.store(0);
+    e->checksum_errors.store(0);
+    e->slots_read.store(0);
+    e->attached_ns.store(static_cast<std::uint64_t>(realtime_ns()));
+    e->heartbeat_ns.store(detail::monotonic_ns());
 
-  const std::uint64_t w = h->write_seq.load(std::memory_order_seq_cst);
-  const std::uint64_t ring_floor = w > r.n ? w - r.n : 0;  // slots <= this are surely overwritten
-  std::uint64_t start = 1;
-  if (r.geo.policy == Policy::latest) {
-    start = opts.from == From::latest ? std::max<std::uint64_t>(w, 1) : ring_floor + 1;
-  } else {
-    std::uint64_t floor = UINT64_MAX;
-    for (std::uint32_t i = 0; i < layout::kReaderCapacity; ++i) {
-      const ReaderEntry* o = r.seg.reader(i);
-      if (o == e || o->pid.load() == 0) continue;
-      floor = std::min(floor, o->cursor.load());
+    const std::uint64_t w = r.refresh_write_seq();
+    const std::uint64_t ring_floor = w > r.n ? w - r.n : 0;  // slots <= this are surely overwritten
+    std::uint64_t start = 1;
+    if (r.geo.policy == Policy::latest) {
+      start = opts.from == From::latest ? std::max<std::uint64_t>(w, 1) : ring_floor + 1;
+    } else {
+      // Where the readers before this one are (or left off): the slowest attached one,
+      // else the cursor kept for the next reader. Values from shared memory: never
+      // beyond write_seq.
+      std::uint64_t left_at = UINT64_MAX;
+      for (std::uint32_t i = 0; i < layout::kReaderCapacity; ++i) {
+        const ReaderEntry* o = r.seg.reader(i);
+        if (o == e || o->pid.load() == 0) continue;
+        left_at = std::min(left_at, o->cursor.load());
+      }
+      if (left_at == UINT64_MAX) left_at = h->retained_seq.load();
+      left_at = std::min(left_at, w);
+      start = std::max(left_at, ring_floor) + 1;
+      if (opts.from == From::latest) {
+        start = std::max(start, std::max<std::uint64_t>(w, 1));
+      } else if (ring_floor > left_at) {
+        // The writer carried on while nobody held it back (the last reader died): what it
+        // overwrote since that position is lost for this reader. Say so.
+        r.missed = ring_floor - left_at;
+        r.skipped = r.missed;
+        e->skipped.store(r.skipped);
+        spdlog::warn("missed {} slots of '{}' (seq {} to {}): the writer overwrote them after the last reader's "
+                     "position (seq {})",
+                     r.missed, std::string(name), left_at + 1, ring_floor, left_at);
+      }
     }
-    if (floor == UINT64_MAX) floor = h->retained_seq.load();
-    floor = std::max(floor, ring_floor);
-    start = floor + 1;
-    if (opts.from == From::latest) start = std::max(start, std::max<std::uint64_t>(w, 1));
+    r.next = start;
+    r.published = start - 1;
+    // A batch is at most 1/8 of the ring, so a writer waiting for space is held back by at
+    // most that much by a reader that is still working.
+    r.publish_every = std::clamp<std::uint64_t>(r.n / 8, 1, 256);
+    e->cursor.store(start - 1, std::memory_order_seq_cst);
+  } catch (...) {
+    e->cursor.store(0, std::memory_order_seq_cst);
+    e->pid.store(0, std::memory_order_seq_cst);
+    throw;
   }
-  r.next = start;
-  r.published = start - 1;
-  // A batch is at most 1/8 of the ring, so a writer waiting for space is held back by at
-  // most that much by a reader that is still working.
-  r.publish_every = std::clamp<std::uint64_t>(r.n / 8, 1, 256);
-  e->cursor.store(start - 1, std::memory_order_seq_cst);
   detail::bump_and_wake(h->space_futex);  // a writer may be waiting for readers
 }
 
 Reader::~Reader() {
   if (!impl_ || !impl_->entry) return;
   Impl& r = *impl_;
-  if (r.held) release();
+  try {
+    if (r.held) release();
+  } catch (const Error&) {  // truncated meanwhile: nothing to report from a destructor
+  }
   r.publish_cursor();
   ReaderEntry* e = r.entry;
+  const std::uint64_t cursor = r.published;
   if (r.ordered()) {
-    bool others = false;
-    for (std::uint32_t i = 0; i < layout::kReaderCapacity && !others; ++i) {
-      const ReaderEntry* o = r.seg.reader(i);
-      others = o != e && o->pid.load() != 0;
-    }
-    if (!others) {
-      // Keep what nobody has read yet for the next reader.
-      atomic_max(r.h->retained_seq, e->cursor.load());
-      r.h->retain.store(1);
-    }
+    // Keep what nobody has read yet for the next reader: the last reader to leave stores
+    // its cursor as retained_seq. Two readers leaving at once may each still see the
+    // other here, so each looks again once its own entry is free: then at least the
+    // later of the two sees nobody (both may; retained_seq only grows).
+    const bool others = any_reader_attached(r.seg, e);
+    r.h->retain.store(1);  // harmless while others are attached: their cursors rule
+    if (!others) atomic_max(r.h->retained_seq, cursor);
+    e->cursor.store(0, std::memory_order_seq_cst);
+    e->pid.store(0, std::memory_order_seq_cst);
+    if (others && !any_reader_attached(r.seg, nullptr)) atomic_max(r.h->retained_seq, cursor);
+  } else {
+    e->cursor.store(0, std::memory_order_seq_cst);
+    e->pid.store(0, std::memory_order_seq_cst);
   }
-  e->cursor.store(0, std::memory_order_seq_cst);
-  e->pid.store(0, std::memory_order_seq_cst);
   detail::bump_and_wake(r.h->space_futex);
 }
 
 std::optional<SlotView> Reader::try_acquire() {
   Impl& r = *impl_;
   if (r.held) release();
-  Header* h = r.h;
   for (int attempt = 0; attempt < 1000; ++attempt) {
     const std::uint64_t e = r.next;
     if (e > r.known_w) {
-      r.known_w = h->write_seq.load(std::memory_order_acquire);
-      if (r.known_w < e) {
+      if (r.refresh_write_seq() < e) {
         r.publish_cursor();  // about to wait: the writer must see everything consumed
         return std::nullopt;
       }
@@ -530,12 +599,18 @@ std::optional<SlotView> Reader::try_acquire() {
     RawSlot* slot = r.seg.slot_for(e);
     const std::uint64_t s1 = slot->seq.load(std::memory_order_acquire);
     if (s1 != e) {
-      // Overwritten: under latest jump to the newest slot; under sequential/sync this
-      // only happens when joining while the writer moved on.
-      const std::uint64_t now_w = h->write_seq.load(std::memory_order_acquire);
+      // Under latest: overwritten, jump to the newest slot. Under sequential/sync the
+      // writer may not overwrite a slot before every reader released it; that only
+      // happens to a reader joining while the writer carries on (counted as skipped).
+      if (r.ordered() && r.joined)
+        r.protocol_error("slot seq " + std::to_string(e) + " was overwritten (it holds seq " + std::to_string(s1) +
+                         ") before this reader released it");
+      r.seg.throw_if_damaged("reader");
+      const std::uint64_t now_w = r.refresh_write_seq();
       r.skip_to(e, r.ordered() ? std::max(e + 1, now_w > r.n ? now_w - r.n + 1 : 1) : now_w);
       continue;
     }
+    // Every field is read once into the view; only the copies are checked and used.
     SlotView v;
     v.meta.seq = e;
     v.meta.ts_ns = slot->ts_ns;
@@ -546,10 +621,11 @@ std::optional<SlotView> Reader::try_acquire() {
     v.data = r.seg.payload_of(slot);
     if (v.meta.size > r.geo.slot_size) {
       std::atomic_thread_fence(std::memory_order_acquire);
-      if (slot->seq.load(std::memory_order_relaxed) != e) {
-        r.skip_to(e, h->write_seq.load());
+      if (!r.ordered() && slot->seq.load(std::memory_order_relaxed) != e) {
+        r.skip_to(e, r.refresh_write_seq());
         continue;
       }
+      r.seg.throw_if_damaged("reader");
       r.advance(e);
       throw Error(ExitCode::failure, "slot seq " + std::to_string(e) + " of '" + r.seg.name() + "' is corrupt (size " +
                                          std::to_string(v.meta.size) + " > slot size " +
@@ -559,8 +635,9 @@ std::optional<SlotView> Reader::try_acquire() {
       detail::compute_checksum(r.geo.checksum, v.data, v.meta.size, r.sum);
       if (std::memcmp(r.sum, r.seg.checksum_of(slot), layout::kChecksumBytes) != 0) {
         std::atomic_thread_fence(std::memory_order_acquire);
-        if (slot->seq.load(std::memory_order_relaxed) != e) {  // torn by the writer, not corrupt
-          r.skip_to(e, h->write_seq.load());
+        r.seg.throw_if_damaged("reader");
+        if (!r.ordered() && slot->seq.load(std::memory_order_relaxed) != e) {  // torn by the writer, not corrupt
+          r.skip_to(e, r.refresh_write_seq());
           continue;
         }
         r.advance(e);
@@ -570,7 +647,13 @@ std::optional<SlotView> Reader::try_acquire() {
                                 std::to_string(e) + " of '" + r.seg.name() + "'",
                             e);
       }
+    } else if (v.meta.size > 0) {
+      // Touch the payload's last byte: a truncation below it faults here (absorbed, see
+      // Segment) and is reported now, instead of zeros reaching the caller.
+      (void)*static_cast<const volatile std::byte*>(v.data + v.meta.size - 1);
     }
+    r.seg.throw_if_damaged("reader");
+    r.joined = true;
     r.held = slot;
     r.held_seq = e;
     return v;
@@ -594,6 +677,7 @@ bool Reader::release() {
   ++r.slots_read;
   r.entry->slots_read.store(r.slots_read, std::memory_order_relaxed);
   r.advance(r.held_seq);
+  r.seg.throw_if_damaged("reader");  // the bytes seen while it was held may be zeros
   return ok;
 }
 
@@ -644,6 +728,7 @@ const std::string& Reader::name() const { return impl_->seg.name(); }
 const Geometry& Reader::geometry() const { return impl_->geo; }
 std::uint64_t Reader::skipped() const { return impl_->skipped; }
 std::uint64_t Reader::checksum_errors() const { return impl_->checksum_errors; }
+std::uint64_t Reader::missed() const { return impl_->missed; }
 std::uint64_t Reader::cursor() const { return impl_->next - 1; }
 pid_t Reader::writer_pid() const { return static_cast<pid_t>(impl_->h->writer_pid.load()); }
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -17,14 +18,33 @@ namespace plh::shm::detail {
 
 // An open, mapped and validated segment. Geometry fields are copied out of the header
 // at validation time: the copies are what the code uses, never the shared values again.
+//
+// Truncation. Another process that may write the object (its owner, root, or a group
+// allowed by --mode) can ftruncate it while it is mapped; touching a page past the new
+// end then raises SIGBUS. Every mapping is registered with a process-wide SIGBUS handler
+// (installed once, chaining to any previous handler for faults elsewhere) that maps
+// anonymous zero pages over the part of the mapping from the faulting page on and marks
+// the segment damaged; the faulting access is then retried and reads zeros. Readers and
+// writers check damaged() (one relaxed load) at every step where a torn value could be
+// used, and size_check() (fstat) while they wait, and turn it into Error(failure).
+// Why this and not sigsetjmp/siglongjmp around each access: the API hands out zero-copy
+// spans (begin_publish, SlotView) that user code touches outside any library frame; a
+// longjmp cannot protect those, the remap does, and it needs no per-access setup on the
+// hot path. File seals (F_SEAL_SHRINK) would prevent the truncation altogether but only
+// exist for memfd objects, not for shm_open ones.
 class Segment {
  public:
   enum class Access { read_only, read_write };
-  // Opens /plh.NAME and validates it (see validate()). Errors as documented in
+  // Opens /plh.NAME and validates it (see validate_layout()). Errors as documented in
   // data_block.hpp. A segment whose magic is still zero (creation in progress) is
-  // retried for up to a second.
-  static Segment open(std::string_view name, Access access);
-  // Creates it exclusively, sized and initialised; returns it mapped read-write.
+  // retried for up to a second. With `trust`, the object must be owned by the effective
+  // uid, root or trust->owner, and grant group/others no bit outside `accept_mode`
+  // (RefusedError naming owner and mode); without it (info, ls) anything is inspected.
+  static Segment open(std::string_view name, Access access, const Trust* trust = nullptr, unsigned accept_mode = 0);
+  // Creates it exclusively (O_CREAT | O_EXCL), sized and initialised; returns it mapped
+  // read-write. nullopt when the object already exists.
+  static std::optional<Segment> create_exclusive(std::string_view name, const CreateOptions& opts);
+  // Same, Error(failure) "already exists" instead of nullopt.
   static Segment create(std::string_view name, const CreateOptions& opts);
 
   Segment() = default;
@@ -55,16 +75,41 @@ class Segment {
   unsigned file_mode() const { return file_mode_; }
   uid_t file_uid() const { return uid_; }
 
+  // True once a SIGBUS in this mapping was absorbed or size_check() found it shorter.
+  bool damaged() const { return faulted_ && faulted_->load(std::memory_order_relaxed) != 0; }
+  // fstat()s the object: marks the segment damaged when it is now shorter than mapped.
+  // Safe to call from any thread.
+  void size_check() const;
+  // Error(failure) "segment 'NAME' was truncated under this <who> ..." when damaged.
+  void throw_if_damaged(std::string_view who) const {
+    if (damaged()) throw_damaged(who);
+  }
+  [[noreturn]] void throw_damaged(std::string_view who) const;
+
  private:
+  void release() noexcept;
+  void set_geometry(const Geometry& g);
   std::string name_;
   std::byte* base_ = nullptr;
   std::size_t size_ = 0;
+  int fd_ = -1;
+  int guard_ = -1;                                 // index in the SIGBUS registry
+  std::atomic<std::uint32_t>* faulted_ = nullptr;  // that entry's flag
   Geometry geo_;
   std::uint64_t slots_ = 1, stride_ = 0, meta_size_ = layout::kSlotMetaSize;
   std::uint64_t slot_mask_ = 0;  // slots_ - 1 when slots_ is a power of two > 1 (no division)
   unsigned file_mode_ = 0;
   uid_t uid_ = 0;
 };
+
+// Sequence numbers above this are impossible (2^62 slots at 10^9 slots/s take 146
+// years): a larger write_seq or slot seq is a writer breaking the protocol, and the
+// bound keeps every `seq + 1` and `seq + slot_count` far from wrapping.
+inline constexpr std::uint64_t kMaxSeq = std::uint64_t{1} << 62;
+
+// Bounded compare-and-swap loops over shared words: a hostile process that keeps
+// changing the word cannot keep us spinning; false when the bound was hit.
+inline constexpr int kCasAttempts = 1000;
 
 // Problem with a mapped header of `file_size` bytes, or "" when it is a valid v1 layout.
 // `code` receives refused (not plh / other version) or failure (corrupt / truncated).
@@ -100,9 +145,9 @@ bool heavy_fence();
 // wakes everyone. bump_and_wake() always wakes (attach, detach, end of stream).
 inline std::uint32_t announce_sleep(std::atomic<std::uint32_t>& word) {
   std::uint32_t v = word.load(std::memory_order_seq_cst);
-  while (!(v & 1u))
+  for (int i = 0; i < kCasAttempts && !(v & 1u); ++i)
     if (word.compare_exchange_weak(v, v | 1u, std::memory_order_seq_cst)) return v | 1u;
-  return v;
+  return v;  // bit set by someone else (or a hostile word): the wait below is bounded anyway
 }
 inline void wake_if_sleeping(std::atomic<std::uint32_t>& word) {
   std::uint32_t v = word.load(std::memory_order_seq_cst);

@@ -5,6 +5,7 @@
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sodium.h>
+#include <pwd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <ctime>
 #include <thread>
+#include <vector>
 
 #include "plh/text.hpp"
 #include "shm_internal.hpp"
@@ -61,6 +63,21 @@ std::string segment_object_name(std::string_view name) {
   if (name.size() > 251)
     throw UsageError("segment name '" + std::string(name.substr(0, 40)) + "...' is longer than 251 characters");
   return "/plh." + std::string(name);
+}
+
+uid_t parse_owner(std::string_view user) {
+  if (user.empty()) throw UsageError("--owner needs a user name or uid");
+  if (std::all_of(user.begin(), user.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (user.size() > 9) throw UsageError("invalid --owner uid '" + std::string(user) + "'");
+    return static_cast<uid_t>(std::stoul(std::string(user)));
+  }
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* out = nullptr;
+  const std::string u(user);
+  if (::getpwnam_r(u.c_str(), &pw, buf.data(), buf.size(), &out) != 0 || !out)
+    throw UsageError("--owner: no such user '" + u + "'");
+  return out->pw_uid;
 }
 
 namespace detail {
@@ -212,13 +229,146 @@ std::string validate_layout(const std::byte* base, std::size_t file_size, ExitCo
   return "";
 }
 
+// ------------------------------------------------------------ SIGBUS on truncation
+// See the comment on Segment in shm_internal.hpp. The registry is a fixed array of
+// lock-free atomics so that the handler may read it (async-signal-safe); mmap(2) is a
+// plain system call on Linux and safe there too (Wayland compositors absorb SIGBUS on
+// client pools the same way).
+namespace {
+
+constexpr int kGuardSlots = 1024;
+struct Guard {
+  std::atomic<int> state{0};  // 0 free, 1 being filled or emptied, 2 active
+  std::atomic<std::uintptr_t> begin{0}, end{0};
+  std::atomic<std::uint32_t> faulted{0};
+};
+Guard g_guards[kGuardSlots];
+std::uintptr_t g_page_size = 4096;
+struct sigaction g_previous_bus {};
+
+void chain_sigbus(int sig, siginfo_t* si, void* ctx) {
+  const struct sigaction& old = g_previous_bus;
+  if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction) {
+    old.sa_sigaction(sig, si, ctx);
+    return;
+  }
+  if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN && old.sa_handler) {
+    old.sa_handler(sig);
+    return;
+  }
+  // Default action: a fault re-executes the access and dies of it as before; a SIGBUS
+  // sent with kill() is raised again.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  ::sigaction(SIGBUS, &dfl, nullptr);
+  if (si == nullptr || si->si_code <= 0) ::raise(sig);
+}
+
+void on_sigbus(int sig, siginfo_t* si, void* ctx) {
+  if (si != nullptr && si->si_code > 0) {
+    const auto addr = reinterpret_cast<std::uintptr_t>(si->si_addr);
+    for (auto& g : g_guards) {
+      if (g.state.load(std::memory_order_acquire) != 2) continue;
+      const std::uintptr_t b = g.begin.load(std::memory_order_relaxed), e = g.end.load(std::memory_order_relaxed);
+      if (addr < b || addr >= e) continue;
+      const std::uintptr_t page = addr & ~(g_page_size - 1);
+      void* p = ::mmap(reinterpret_cast<void*>(page), e - page, PROT_READ | PROT_WRITE,
+                       MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) break;
+      g.faulted.store(1, std::memory_order_relaxed);
+      return;  // the access is retried on the zero page
+    }
+  }
+  chain_sigbus(sig, si, ctx);
+}
+
+void install_sigbus_handler() {
+  static const bool installed = [] {
+    const long ps = ::sysconf(_SC_PAGESIZE);
+    if (ps > 0) g_page_size = static_cast<std::uintptr_t>(ps);
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    return ::sigaction(SIGBUS, &sa, &g_previous_bus) == 0;
+  }();
+  if (!installed) throw Error(ExitCode::failure, "cannot install the SIGBUS handler: " + errno_text(errno));
+}
+
+int register_guard(const std::byte* base, std::size_t size) {
+  install_sigbus_handler();
+  for (int i = 0; i < kGuardSlots; ++i) {
+    int expected = 0;
+    if (!g_guards[i].state.compare_exchange_strong(expected, 1)) continue;
+    g_guards[i].begin.store(reinterpret_cast<std::uintptr_t>(base), std::memory_order_relaxed);
+    g_guards[i].end.store(reinterpret_cast<std::uintptr_t>(base) + size, std::memory_order_relaxed);
+    g_guards[i].faulted.store(0, std::memory_order_relaxed);
+    g_guards[i].state.store(2, std::memory_order_release);
+    return i;
+  }
+  throw Error(ExitCode::failure, "too many segments mapped at once (" + std::to_string(kGuardSlots) + ")");
+}
+
+void unregister_guard(int i) {
+  g_guards[i].state.store(1, std::memory_order_release);
+  g_guards[i].begin.store(0, std::memory_order_relaxed);
+  g_guards[i].end.store(0, std::memory_order_relaxed);
+  g_guards[i].state.store(0, std::memory_order_release);
+}
+
+std::string user_name(uid_t uid) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* out = nullptr;
+  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &out) == 0 && out && out->pw_name) return out->pw_name;
+  return "no such user";
+}
+
+std::string octal(unsigned mode) {
+  char b[8];
+  std::snprintf(b, sizeof b, "%04o", mode & 07777);
+  return b;
+}
+
+// Why a segment owned by `uid` with `mode` is not trusted, or "".
+std::string distrust(uid_t uid, unsigned mode, const Trust& trust, unsigned accept_mode) {
+  if (uid != ::geteuid() && uid != 0 && !(trust.owner && *trust.owner == uid))
+    return "it belongs to another user; --owner " + user_name(uid) + " trusts it";
+  const unsigned extra = mode & 077 & ~(accept_mode & 077);
+  if (extra == 0) return "";
+  std::string who;
+  if (extra & 002) who = "others may write it";
+  else if (extra & 020) who = "its group may write it";
+  else if (extra & 004) who = "others may read it";
+  else if (extra & 040) who = "its group may read it";
+  else who = "it grants group/other permissions not asked for";
+  return who + "; --mode " + octal((accept_mode & 0700) | (mode & 077)) + " accepts that";
+}
+
+}  // namespace
+
+void Segment::release() noexcept {
+  if (guard_ >= 0) unregister_guard(guard_);
+  if (base_) ::munmap(base_, size_);
+  if (fd_ >= 0) ::close(fd_);
+  guard_ = -1;
+  faulted_ = nullptr;
+  base_ = nullptr;
+  size_ = 0;
+  fd_ = -1;
+}
+
 Segment::Segment(Segment&& o) noexcept { *this = std::move(o); }
 Segment& Segment::operator=(Segment&& o) noexcept {
   if (this != &o) {
-    if (base_) ::munmap(base_, size_);
+    release();
     name_ = std::move(o.name_);
     base_ = o.base_;
     size_ = o.size_;
+    fd_ = o.fd_;
+    guard_ = o.guard_;
+    faulted_ = o.faulted_;
     geo_ = o.geo_;
     slots_ = o.slots_;
     stride_ = o.stride_;
@@ -228,11 +378,36 @@ Segment& Segment::operator=(Segment&& o) noexcept {
     uid_ = o.uid_;
     o.base_ = nullptr;
     o.size_ = 0;
+    o.fd_ = -1;
+    o.guard_ = -1;
+    o.faulted_ = nullptr;
   }
   return *this;
 }
-Segment::~Segment() {
-  if (base_) ::munmap(base_, size_);
+Segment::~Segment() { release(); }
+
+void Segment::set_geometry(const Geometry& g) {
+  const SlotGeometry sg = slot_geometry(g);
+  geo_ = g;
+  slots_ = g.slots;
+  slot_mask_ = (slots_ > 1 && (slots_ & (slots_ - 1)) == 0) ? slots_ - 1 : 0;
+  stride_ = sg.stride;
+  meta_size_ = sg.meta_size;
+}
+
+void Segment::size_check() const {
+  if (fd_ < 0 || !faulted_) return;
+  struct stat st {};
+  if (::fstat(fd_, &st) == 0 && static_cast<std::uint64_t>(st.st_size) < size_)
+    faulted_->store(1, std::memory_order_relaxed);
+}
+
+void Segment::throw_damaged(std::string_view who) const {
+  std::string now;
+  struct stat st {};
+  if (fd_ >= 0 && ::fstat(fd_, &st) == 0) now = "now " + std::to_string(st.st_size) + " bytes, ";
+  throw Error(ExitCode::failure, "segment '" + name_ + "' was truncated under this " + std::string(who) + " (" + now +
+                                     "it needs " + std::to_string(size_) + "); giving up on it");
 }
 
 namespace {
@@ -241,26 +416,43 @@ struct Fd {
   ~Fd() {
     if (fd >= 0) ::close(fd);
   }
+  int take() {
+    const int f = fd;
+    fd = -1;
+    return f;
+  }
 };
+
 }  // namespace
 
-Segment Segment::open(std::string_view name, Access access) {
+Segment Segment::open(std::string_view name, Access access, const Trust* trust, unsigned accept_mode) {
   const std::string object = segment_object_name(name);
+  const std::string path = "/dev/shm" + object;
   const bool rw = access == Access::read_write;
   const auto give_up = Clock::now() + std::chrono::seconds(1);
   for (;;) {
     Fd fd;
-    fd.fd = ::shm_open(object.c_str(), (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
+    // O_NONBLOCK: a FIFO planted under the name must not hang the open; O_NOFOLLOW: nor
+    // may a symbolic link lead elsewhere (glibc adds it too).
+    fd.fd = ::shm_open(object.c_str(), (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0);
     if (fd.fd < 0) {
       const int e = errno;
       if (e == ENOENT) throw NotFoundError("segment " + quoted(name) + " not found (no /dev/shm" + object + ")");
       if (e == EACCES || e == EPERM)
         throw RefusedError("permission denied opening segment " + quoted(name) + " (" + object + ")");
+      if (e == ELOOP) throw RefusedError("segment " + path + " is a symbolic link; refusing it");
       throw Error(ExitCode::failure, "cannot open segment " + quoted(name) + ": " + errno_text(e));
     }
     struct stat st {};
     if (::fstat(fd.fd, &st) != 0) throw Error(ExitCode::failure, "cannot stat segment " + quoted(name) + ": " + errno_text(errno));
-    const auto file_size = static_cast<std::size_t>(st.st_size);
+    if (!S_ISREG(st.st_mode)) throw RefusedError("segment " + path + " is not a regular file; refusing it");
+    if (trust) {
+      const std::string why = distrust(st.st_uid, st.st_mode & 07777, *trust, accept_mode | trust->mode);
+      if (!why.empty())
+        throw RefusedError("segment " + path + " is owned by uid " + std::to_string(st.st_uid) + " (" +
+                           user_name(st.st_uid) + ") with mode " + octal(st.st_mode) + "; refusing it: " + why);
+    }
+    const auto file_size = static_cast<std::uint64_t>(st.st_size);
     // Creation in progress: empty object, or magic not yet written.
     if (file_size == 0) {
       if (Clock::now() < give_up) {
@@ -269,46 +461,56 @@ Segment Segment::open(std::string_view name, Access access) {
       }
       throw RefusedError("segment " + quoted(name) + " is not a plh segment (it is empty)");
     }
-    void* p = ::mmap(nullptr, file_size, rw ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd.fd, 0);
-    if (p == MAP_FAILED) throw Error(ExitCode::failure, "cannot map segment " + quoted(name) + ": " + errno_text(errno));
-    Segment seg;
-    seg.name_ = std::string(name);
-    seg.base_ = static_cast<std::byte*>(p);
-    seg.size_ = file_size;
-    seg.file_mode_ = st.st_mode & 07777;
-    seg.uid_ = st.st_uid;
-    bool zero_magic = file_size >= 8;
-    for (std::size_t i = 0; i < 8 && i < file_size; ++i)
-      if (seg.base_[i] != std::byte{0}) zero_magic = false;
+    // The header is read once with pread (no mapping, so no SIGBUS while validating),
+    // validated, and only the copy is used: a hostile writer changing it afterwards
+    // cannot change the geometry this process works with.
+    alignas(8) std::byte head[layout::kHeaderSize] = {};
+    const ssize_t got = ::pread(fd.fd, head, sizeof head, 0);
+    if (got < 0) throw Error(ExitCode::failure, "cannot read segment " + quoted(name) + ": " + errno_text(errno));
+    const std::size_t have = std::min<std::uint64_t>(file_size, static_cast<std::uint64_t>(got));
+    bool zero_magic = have >= 8;
+    for (std::size_t i = 0; i < 8 && i < have; ++i)
+      if (head[i] != std::byte{0}) zero_magic = false;
     if (zero_magic && Clock::now() < give_up) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       continue;
     }
-    std::atomic_thread_fence(std::memory_order_acquire);
     ExitCode code = ExitCode::failure;
-    const std::string problem = validate_layout(seg.base_, file_size, code);
+    const std::string problem = validate_layout(head, have < layout::kHeaderSize ? have : file_size, code);
     if (!problem.empty()) throw Error(code, "segment " + quoted(name) + " " + problem);
-    const auto* h = seg.header();
-    seg.geo_ = Geometry{h->slot_count, h->slot_size, static_cast<Policy>(h->policy), static_cast<Checksum>(h->checksum)};
-    const SlotGeometry sg = slot_geometry(seg.geo_);
-    seg.slots_ = seg.geo_.slots;
-    seg.slot_mask_ = (seg.slots_ > 1 && (seg.slots_ & (seg.slots_ - 1)) == 0) ? seg.slots_ - 1 : 0;
-    seg.stride_ = sg.stride;
-    seg.meta_size_ = sg.meta_size;
+    Segment seg;
+    seg.name_ = std::string(name);
+    seg.file_mode_ = st.st_mode & 07777;
+    seg.uid_ = st.st_uid;
+    const Geometry g{load_u32(head + 24), load_u32(head + 28), static_cast<Policy>(load_u32(head + 52)),
+                     static_cast<Checksum>(load_u32(head + 56))};
+    seg.set_geometry(g);
     // Only map what the header describes; trailing bytes are ignored.
+    const std::uint64_t total = load_u64(head + 16);
+    void* p = ::mmap(nullptr, total, rw ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd.fd, 0);
+    if (p == MAP_FAILED) throw Error(ExitCode::failure, "cannot map segment " + quoted(name) + ": " + errno_text(errno));
+    seg.base_ = static_cast<std::byte*>(p);
+    seg.size_ = total;
+    seg.fd_ = fd.take();
+    seg.guard_ = register_guard(seg.base_, seg.size_);
+    seg.faulted_ = &g_guards[seg.guard_].faulted;
+    std::atomic_thread_fence(std::memory_order_acquire);
+    // Shrunk between the fstat and the mapping: refuse now rather than fault later.
+    seg.size_check();
+    if (seg.damaged()) throw Error(ExitCode::failure, "segment " + quoted(name) + " is truncated (it shrank while being opened)");
     return seg;
   }
 }
 
-Segment Segment::create(std::string_view name, const CreateOptions& opts) {
+std::optional<Segment> Segment::create_exclusive(std::string_view name, const CreateOptions& opts) {
   const std::string object = segment_object_name(name);
   const SlotGeometry sg = slot_geometry(opts.geometry);
   if (opts.mode > 0777) throw UsageError("--mode must be octal permission bits such as 0600 or 0660");
   Fd fd;
-  fd.fd = ::shm_open(object.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  fd.fd = ::shm_open(object.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd.fd < 0) {
     const int e = errno;
-    if (e == EEXIST) throw Error(ExitCode::failure, "segment " + quoted(name) + " already exists");
+    if (e == EEXIST) return std::nullopt;
     if (e == EACCES || e == EPERM) throw RefusedError("permission denied creating segment " + quoted(name));
     throw Error(ExitCode::failure, "cannot create segment " + quoted(name) + ": " + errno_text(e));
   }
@@ -323,8 +525,14 @@ Segment Segment::create(std::string_view name, const CreateOptions& opts) {
     fail("no room for " + std::to_string(sg.total_size) + " bytes in /dev/shm", e);
   void* p = ::mmap(nullptr, sg.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd, 0);
   if (p == MAP_FAILED) fail("mmap", errno);
-  auto* base = static_cast<std::byte*>(p);
-  auto* h = reinterpret_cast<layout::Header*>(base);
+  Segment seg;
+  seg.name_ = std::string(name);
+  seg.base_ = static_cast<std::byte*>(p);
+  seg.size_ = sg.total_size;
+  seg.fd_ = fd.take();
+  seg.guard_ = register_guard(seg.base_, seg.size_);
+  seg.faulted_ = &g_guards[seg.guard_].faulted;
+  auto* h = seg.header();
   h->version = layout::kVersion;
   h->header_size = layout::kHeaderSize;
   h->total_size = sg.total_size;
@@ -344,18 +552,16 @@ Segment Segment::create(std::string_view name, const CreateOptions& opts) {
   std::atomic_thread_fence(std::memory_order_release);
   std::memcpy(h->magic, layout::kMagic, sizeof layout::kMagic);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  Segment seg;
-  seg.name_ = std::string(name);
-  seg.base_ = base;
-  seg.size_ = sg.total_size;
-  seg.geo_ = opts.geometry;
-  seg.slots_ = opts.geometry.slots;
-  seg.slot_mask_ = (seg.slots_ > 1 && (seg.slots_ & (seg.slots_ - 1)) == 0) ? seg.slots_ - 1 : 0;
-  seg.stride_ = sg.stride;
-  seg.meta_size_ = sg.meta_size;
+  seg.set_geometry(opts.geometry);
   seg.file_mode_ = opts.mode;
   seg.uid_ = ::geteuid();
   return seg;
+}
+
+Segment Segment::create(std::string_view name, const CreateOptions& opts) {
+  auto seg = create_exclusive(name, opts);
+  if (!seg) throw Error(ExitCode::failure, "segment " + quoted(name) + " already exists");
+  return std::move(*seg);
 }
 
 }  // namespace detail
@@ -411,6 +617,7 @@ SegmentInfo inspect_segment(std::string_view name) {
     r.attached_ns = static_cast<std::int64_t>(e->attached_ns.load(std::memory_order_relaxed));
     info.readers.push_back(r);
   }
+  seg.throw_if_damaged("inspection");
   return info;
 }
 

@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <cstring>
+#include <thread>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,6 +19,7 @@
 #include "plh/shm/data_block.hpp"
 #include "plh/shm/layout.hpp"
 #include "process.hpp"
+#include "skip.hpp"
 
 using namespace std::chrono_literals;
 using plh::test::Child;
@@ -66,6 +70,27 @@ std::string numbered_line(int i, std::size_t len) {
   s.append(len - s.size(), static_cast<char>('a' + i % 26));
   return s;
 }
+
+// The bytes of a segment, mapped behind the tools' backs to play a hostile writer.
+struct RawMap {
+  int fd = -1;
+  std::byte* p = nullptr;
+  std::size_t n = 0;
+  explicit RawMap(const std::string& name) {
+    fd = ::open(("/dev/shm/plh." + name).c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    struct stat st {};
+    REQUIRE(::fstat(fd, &st) == 0);
+    n = static_cast<std::size_t>(st.st_size);
+    p = static_cast<std::byte*>(::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    REQUIRE(p != MAP_FAILED);
+  }
+  ~RawMap() {
+    ::munmap(p, n);
+    ::close(fd);
+  }
+  shm::layout::Header* header() const { return reinterpret_cast<shm::layout::Header*>(p); }
+};
 
 }  // namespace
 
@@ -306,8 +331,10 @@ TEST_CASE("shm: info and ls describe segments, writer and readers, also as JSON"
   REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "16", "--slot-size", "1K", "--policy", "sync",
                           "--mode", "0660"})
               .code == 0);
-  Child writer = Child::spawn({kShm, "write", seg.name, "--no-batch"});
-  Child reader = Child::spawn({kShm, "read", seg.name, "--line-buffered"});
+  // Group-writable: attached only when --mode says so.
+  CHECK(plh::test::run({kShm, "read", seg.name, "-W", "1s"}).code == 6);
+  Child writer = Child::spawn({kShm, "write", seg.name, "--no-batch", "--mode", "0660"});
+  Child reader = Child::spawn({kShm, "read", seg.name, "--line-buffered", "--mode", "0660"});
   writer.write_stdin("1\n2\n3\n");
   CHECK(reader.read_line() == std::optional<std::string>("1"));
   auto r = plh::test::run({kShm, "info", seg.name, "--json"});
@@ -372,4 +399,171 @@ TEST_CASE("shm: SIGTERM ends the writer with 143 and its readers with 0 after th
   const auto r = reader.wait(10s);
   CHECK(r.code == 0);
   CHECK(shm::inspect_segment(seg.name).ended);
+}
+
+// ------------------------------------------------------------------ hostile segments
+
+TEST_CASE("shm: a segment planted by another user is refused by writer and reader, even as root", "[shm][e2e][security]") {
+  if (::geteuid() != 0) plh::test::skip("needs root to create a second Unix user");
+  const std::string user = "plhtest2";
+  if (plh::test::run({"/usr/bin/id", "-u", user}).code != 0)
+    plh::test::run({"/usr/sbin/useradd", "-M", "-r", "-s", "/usr/sbin/nologin", user});  // may race another test: look again
+  const auto id = plh::test::run({"/usr/bin/id", "-u", user});
+  if (id.code != 0) plh::test::skip("could not create the user " + user);
+  const std::string uid = lines_of(id.out).at(0);
+  TestSegment seg;
+  const std::string path = "/dev/shm/plh." + seg.name;
+  // The other user squats the name first: a real plh segment, mode 0666.
+  const auto c = plh::test::run({"/usr/bin/setpriv", "--reuid=" + user, "--regid=" + user, "--clear-groups", kShm,
+                                 "create", seg.name, "--slots", "4", "--slot-size", "64", "--mode", "0666"});
+  REQUIRE(c.code == 0);
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  REQUIRE(std::to_string(st.st_uid) == uid);
+  const std::string refused = "plh-shm: error: segment " + path + " is owned by uid " + uid + " (" + user +
+                              ") with mode 0666; refusing it";
+  // root's writer does not write into it (the old one did, and the other user read it).
+  auto w = plh::test::run({kShm, "write", seg.name, "--create", "--slots", "4", "--slot-size", "64"}, "secret\n");
+  CHECK(w.code == 6);
+  CHECK_THAT(w.err, Catch::Contains(refused));
+  w = plh::test::run({kShm, "write", seg.name}, "secret\n");
+  CHECK(w.code == 6);
+  CHECK(shm::inspect_segment(seg.name).write_seq == 0);
+  // Nor does a reader take its data.
+  auto r = plh::test::run({kShm, "read", seg.name, "-W", "2s"});
+  CHECK(r.code == 6);
+  CHECK_THAT(r.err, Catch::Contains(refused + ": it belongs to another user; --owner " + user + " trusts it"));
+  // Trusting the owner is not enough while anybody may write it; accepting both is.
+  r = plh::test::run({kShm, "read", seg.name, "--owner", user, "-W", "2s"});
+  CHECK(r.code == 6);
+  CHECK_THAT(r.err, Catch::Contains("others may write it; --mode 0666 accepts that"));
+  r = plh::test::run({kShm, "read", seg.name, "--owner", uid, "--mode", "0666", "-W", "200ms"});
+  CHECK(r.code == 3);  // attached, nothing to read
+  // The same segment as a deliberate share: group-writable, owned by that user.
+  REQUIRE(::chmod(path.c_str(), 0660) == 0);
+  r = plh::test::run({kShm, "read", seg.name, "--owner", user, "--mode", "0660", "-W", "200ms"});
+  CHECK(r.code == 3);
+}
+
+TEST_CASE("shm: a segment truncated under a reader and a writer ends both with exit 1, not SIGBUS", "[shm][e2e][security]") {
+  TestSegment seg;
+  REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "4", "--slot-size", "4096"}).code == 0);
+  Child writer = Child::spawn({kShm, "write", seg.name, "--no-batch"});
+  Child reader = Child::spawn({kShm, "read", seg.name, "--line-buffered"});
+  writer.write_stdin("one\n");
+  REQUIRE(reader.read_line(10s) == std::optional<std::string>("one"));
+  REQUIRE(::truncate(("/dev/shm/plh." + seg.name).c_str(), 0) == 0);
+  const auto r = reader.wait(10s);  // noticed while it waits (the old one died of SIGBUS: 135)
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("plh-shm: error: segment '" + seg.name + "' was truncated under this reader"));
+  writer.write_stdin("two\n");
+  const auto w = writer.wait(10s);
+  CHECK(w.code == 1);
+  CHECK_THAT(w.err, Catch::Contains("plh-shm: error: segment '" + seg.name + "' was truncated under this writer"));
+}
+
+TEST_CASE("shm: a writer whose sequence wraps to 0 stops the reader with an error within -W", "[shm][e2e][security]") {
+  TestSegment seg;
+  REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "4", "--slot-size", "64", "--policy", "latest"}).code == 0);
+  {
+    shm::Writer w(seg.name, {});
+    w.publish({reinterpret_cast<const std::byte*>("a"), 1});
+    w.detach();  // no end of stream: the reader waits for more
+  }
+  Child reader = Child::spawn({kShm, "read", seg.name, "-W", "5s", "--line-buffered"});
+  REQUIRE(reader.read_line(10s) == std::optional<std::string>("a"));
+  RawMap m(seg.name);
+  m.header()->write_seq.store(UINT64_MAX);  // the next seq would be 0, which an empty slot holds
+  const auto r = reader.wait(10s);  // the old reader printed millions of empty lines and ignored -W
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK_THAT(r.err, Catch::Contains("plh-shm: error: writer of '" + seg.name +
+                                    "' broke the protocol: write_seq 18446744073709551615 is beyond any real sequence"));
+}
+
+// Under sequential/sync the reader prints packed records straight from the slot, which a
+// hostile writer may change meanwhile: a length checked and then read again could be
+// huge the second time (the old reader copied megabytes out of a 12 KiB mapping).
+TEST_CASE("shm: packed-record lengths flipped while the reader reads them never take it out of bounds", "[shm][e2e][security]") {
+  TestSegment seg;
+  TempDir dir;
+  shm::Writer::Options wo;
+  wo.create = true;
+  wo.create_options.geometry = {1, 1024, shm::Policy::sequential, shm::Checksum::none};
+  shm::Writer w(seg.name, wo);
+  Child reader = Child::shell("exec " + kShm + " read " + seg.name + " > " + dir.file("out"));
+  REQUIRE(plh::test::eventually([&] { return readers_of(seg.name) == 1; }));
+  RawMap m(seg.name);
+  auto* payload = m.p + shm::layout::kSlotsOffset + shm::layout::kSlotMetaSize;
+  constexpr std::uint32_t kRecords = 64;
+  std::atomic<bool> stop{false};
+  std::thread flipper([&] {
+    // Read byte by byte (or torn) the length mixes the bytes of 5 (05 00 00 00) and of
+    // this value (05 ff ff 7f): every mix but 5 itself is far out of bounds, so "hello"
+    // is the only record a correct reader can print.
+    const std::uint32_t huge = 0x7fffff05;
+    while (!stop.load(std::memory_order_relaxed))
+      for (std::uint32_t i = 0; i < kRecords; ++i) {
+        std::byte* at = payload + 4 + 9 * i;  // unaligned: plain byte copies
+        std::uint32_t v;
+        std::memcpy(&v, at, 4);
+        v = v == 5 ? huge : 5;
+        std::memcpy(at, &v, 4);
+      }
+  });
+  bool held = false;  // the reader stopped releasing slots (the old one died of SIGSEGV)
+  for (int s = 0; s < 4000 && !held; ++s) {
+    try {
+      auto buf = w.begin_publish(shm::Clock::now() + 10s);
+      const std::uint32_t count = kRecords, five = 5;
+      std::memcpy(buf.data(), &count, 4);
+      for (std::uint32_t i = 0; i < kRecords; ++i) {
+        std::memcpy(buf.data() + 4 + 9 * i, &five, 4);
+        std::memcpy(buf.data() + 8 + 9 * i, "hello", 5);
+      }
+      w.end_publish(4 + 9 * kRecords, 0, 0, {}, shm::layout::kSlotPacked);
+    } catch (const plh::TimeoutError&) {
+      held = true;
+    }
+  }
+  stop = true;
+  flipper.join();
+  w.end_stream();
+  CHECK_FALSE(held);
+  const auto r = reader.wait(60s);
+  INFO(r.err.substr(0, 2000));
+  CHECK(r.code <= 1);  // 1: some slots were reported as out of bounds; never a signal
+  for (const auto& l : lines_of(slurp(dir.file("out")))) {
+    if (l != "hello") {
+      FAIL_CHECK("unexpected output line of " << l.size() << " bytes");
+      break;
+    }
+  }
+  if (r.code == 1) CHECK_THAT(r.err, Catch::Contains("has a record out of bounds"));
+}
+
+TEST_CASE("shm sequential: a reader killed with SIGKILL and restarted is told what it missed", "[shm][e2e]") {
+  TestSegment seg;
+  REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "4", "--slot-size", "64"}).code == 0);
+  Child writer = Child::spawn({kShm, "write", seg.name, "--no-batch"});
+  Child first = Child::spawn({kShm, "read", seg.name, "--line-buffered"});
+  writer.write_stdin("1\n2\n");
+  REQUIRE(first.read_line(10s) == std::optional<std::string>("1"));
+  REQUIRE(first.read_line(10s) == std::optional<std::string>("2"));
+  REQUIRE(plh::test::eventually([&] { return shm::inspect_segment(seg.name).readers.at(0).cursor == 2; }));
+  first.kill(SIGKILL);
+  first.wait(5s);
+  std::string more;
+  for (int i = 3; i <= 20; ++i) more += std::to_string(i) + "\n";
+  writer.write_stdin(more);  // held at seq 7 until the dead reader is reaped, then carries on
+  REQUIRE(plh::test::eventually([&] { return shm::inspect_segment(seg.name).write_seq == 20; }));
+  const auto r = plh::test::run({kShm, "read", seg.name, "--stats", "-n", "4"});
+  CHECK(r.out == "17\n18\n19\n20\n");
+  CHECK(r.code == 1);  // the old reader said nothing and exited 0
+  CHECK_THAT(r.err, Catch::Contains("missed 14 slots of '" + seg.name + "' (seq 3 to 16)"));
+  CHECK_THAT(r.err, Catch::Contains("skipped=14 missed=14"));
+  CHECK_THAT(r.err, Catch::Contains("plh-shm: error: 14 slot(s) of '" + seg.name +
+                                    "' were overwritten before this reader got them (policy sequential)"));
+  writer.close_stdin();
+  CHECK(writer.wait(10s).code == 0);
 }

@@ -1,5 +1,6 @@
 // The DataBlock library in-process, on real shared memory.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -501,4 +502,273 @@ TEST_CASE("sequential: a zombie reader's cursor is released", "[shm]") {
   CHECK(shm::inspect_segment(seg.name).readers.empty());
   int status = 0;
   ::waitpid(child, &status, 0);
+}
+
+// ---------------------------------------------------------------- hostile segments
+
+TEST_CASE("a segment granting group/others more than asked for is refused unless accepted", "[shm][security]") {
+  TestSegment seg;
+  shm::create_segment(seg.name, {{4, 64, shm::Policy::sync, shm::Checksum::none}, 0666});
+  std::string msg;
+  CHECK(code_of([&] { shm::Reader r(seg.name, {}); }, &msg) == 6);
+  CHECK_THAT(msg, Catch::Contains("segment /dev/shm/plh." + seg.name + " is owned by uid " +
+                                  std::to_string(::geteuid()) + " ("));
+  CHECK_THAT(msg, Catch::Contains("with mode 0666; refusing it: others may write it; --mode 0666 accepts that"));
+  CHECK(code_of([&] { shm::Writer w(seg.name, {}); }, &msg) == 6);
+  // --create asking for 0600 does not accept it either; asking for 0666 does.
+  CHECK(code_of([&] { shm::Writer w(seg.name, writer_opts(4, 64, shm::Policy::sync)); }, &msg) == 6);
+  auto wo = writer_opts(4, 64, shm::Policy::sync);
+  wo.create_options.mode = 0666;
+  CHECK(code_of([&] { shm::Writer w(seg.name, wo); }) == 0);
+  shm::Trust open_to_all;
+  open_to_all.mode = 0666;
+  CHECK(code_of([&] { shm::Reader r(seg.name, {}, open_to_all); }) == 0);
+  // Group-writable only: the message names the group.
+  shm::Trust group;
+  group.mode = 0660;
+  CHECK(code_of([&] { shm::Reader r(seg.name, {}, group); }, &msg) == 6);
+  REQUIRE(::chmod(object_path(seg.name).c_str(), 0660) == 0);
+  CHECK(code_of([&] { shm::Reader r(seg.name, {}); }, &msg) == 6);
+  CHECK_THAT(msg, Catch::Contains("its group may write it"));
+  CHECK(code_of([&] { shm::Reader r(seg.name, {}, group); }) == 0);
+  // Read-only inspection shows it whatever its mode.
+  CHECK(shm::inspect_segment(seg.name).mode == 0660);
+}
+
+TEST_CASE("a FIFO, directory or symbolic link planted under a segment's name never hangs or is followed", "[shm][security]") {
+  const std::string name = "shmu" + plh::test::unique_suffix();
+  const std::string path = object_path(name);
+  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  std::string msg;
+  CHECK(code_of([&] { shm::inspect_segment(name); }, &msg) == 6);  // the old open(O_RDONLY) blocked forever
+  CHECK_THAT(msg, Catch::Contains("is not a regular file"));
+  CHECK(code_of([&] { shm::Reader r(name, {}); }, &msg) == 6);
+  CHECK(code_of([&] { shm::Writer w(name, writer_opts(4, 64, shm::Policy::sync)); }, &msg) == 6);
+  ::unlink(path.c_str());
+  REQUIRE(::symlink("/etc/passwd", path.c_str()) == 0);
+  CHECK(code_of([&] { shm::Reader r(name, {}); }, &msg) == 6);
+  CHECK_THAT(msg, Catch::Contains("symbolic link"));
+  CHECK(code_of([&] { shm::Writer w(name, writer_opts(4, 64, shm::Policy::sync)); }, &msg) == 6);
+  ::unlink(path.c_str());
+}
+
+// ftruncate under a mapping makes the next access past the new end SIGBUS; the library
+// absorbs it and reports an error instead (exit 1), for readers and writers alike.
+TEST_CASE("a segment truncated under an attached reader or writer is an error, never SIGBUS", "[shm][security]") {
+  for (const off_t to : {off_t{0}, off_t{100}, off_t{8192 + 100}}) {
+    CAPTURE(to);
+    for (const auto policy : {shm::Policy::sequential, shm::Policy::latest}) {
+      CAPTURE(shm::policy_name(policy));
+      TestSegment seg;
+      shm::Writer w(seg.name, writer_opts(4, 4096, policy));
+      shm::Reader r(seg.name, {});
+      w.publish(bytes("one"));
+      w.publish(bytes(std::string(4000, 'x')));
+      auto got = r.acquire(soon());
+      REQUIRE(got.status == shm::AcquireStatus::slot);
+      CHECK(text(got.view) == "one");
+      r.release();
+      REQUIRE(::truncate(object_path(seg.name).c_str(), to) == 0);
+      std::string msg;
+      CHECK(code_of([&] { (void)r.acquire(soon()); }, &msg) == 1);
+      CHECK_THAT(msg, Catch::Contains("segment '" + seg.name + "' was truncated under this reader"));
+      CHECK(code_of([&] { w.publish(bytes("three")); }, &msg) == 1);
+      CHECK_THAT(msg, Catch::Contains("segment '" + seg.name + "' was truncated under this writer"));
+      CHECK(code_of([&] { shm::inspect_segment(seg.name); }) == (to == 0 ? 6 : 1));  // empty: not a plh segment
+    }
+  }
+}
+
+TEST_CASE("a SIGBUS outside any segment still kills the process", "[shm][security]") {
+  TestSegment seg;
+  shm::create_segment(seg.name, {{4, 64, shm::Policy::sync, shm::Checksum::none}, 0600});
+  { shm::Reader r(seg.name, {}); }  // the handler is installed now
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    char path[] = "/dev/shm/plh-sigbus-XXXXXX";
+    const int fd = ::mkstemp(path);
+    if (fd < 0 || ::ftruncate(fd, 8192) != 0) ::_exit(2);
+    auto* p = static_cast<volatile char*>(::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    ::unlink(path);
+    if (p == MAP_FAILED || ::ftruncate(fd, 0) != 0) ::_exit(2);
+    p[4096] = 1;  // not a segment: must die of SIGBUS as before
+    ::_exit(3);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE_FALSE((WIFEXITED(status) && WEXITSTATUS(status) == 2));
+  // Swallowed would be exit 3. (Under ASan its own handler, chained to, reports and aborts.)
+  CHECK_FALSE((WIFEXITED(status) && WEXITSTATUS(status) == 3));
+#if !defined(__SANITIZE_ADDRESS__)
+  CHECK(WIFSIGNALED(status));
+  if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == SIGBUS);
+#endif
+}
+
+TEST_CASE("a writer that breaks the protocol makes the reader stop with an error", "[shm][security]") {
+  using shm::layout::Header;
+  std::string msg;
+  SECTION("write_seq at 2^64-1 never wraps to the empty seq 0") {
+    TestSegment seg;
+    shm::Writer w(seg.name, writer_opts(4, 64, shm::Policy::latest));
+    w.publish(bytes("a"));
+    w.publish(bytes("b"));
+    shm::Reader r(seg.name, {});
+    RawMap m(seg.name);
+    reinterpret_cast<Header*>(m.p)->write_seq.store(UINT64_MAX);
+    int code = 0;
+    std::uint64_t zero_seqs = 0;
+    for (int i = 0; i < 10 && code == 0; ++i) {
+      code = code_of(
+          [&] {
+            auto got = r.acquire(soon(200ms));
+            if (got.status == shm::AcquireStatus::slot && got.view.meta.seq == 0) ++zero_seqs;
+          },
+          &msg);
+    }
+    CHECK(zero_seqs == 0);
+    CHECK(code == 1);
+    CHECK_THAT(msg, Catch::Contains("broke the protocol: write_seq 18446744073709551615 is beyond any real sequence"));
+    // A writer refuses to continue such a sequence.
+    w.detach();
+    CHECK(code_of([&] { shm::Writer w2(seg.name, {}); }, &msg) == 1);
+    CHECK_THAT(msg, Catch::Contains("is corrupt (write_seq"));
+  }
+  SECTION("write_seq going backwards") {
+    TestSegment seg;
+    shm::Writer w(seg.name, writer_opts(8, 64, shm::Policy::sequential));
+    shm::Reader r(seg.name, {});
+    for (int i = 0; i < 3; ++i) w.publish(bytes("x"));
+    for (int i = 0; i < 3; ++i) {
+      REQUIRE(r.acquire(soon()).status == shm::AcquireStatus::slot);
+      r.release();
+    }
+    RawMap m(seg.name);
+    reinterpret_cast<Header*>(m.p)->write_seq.store(1);
+    CHECK(code_of([&] { (void)r.acquire(soon(200ms)); }, &msg) == 1);  // the old reader just waited (timeout)
+    CHECK_THAT(msg, Catch::Contains("write_seq went backwards from 3 to 1"));
+  }
+  SECTION("an ordered slot overwritten before the reader released it") {
+    TestSegment seg;
+    shm::Writer w(seg.name, writer_opts(4, 64, shm::Policy::sequential));
+    shm::Reader r(seg.name, {});
+    w.publish(bytes("1"));
+    w.publish(bytes("2"));
+    REQUIRE(r.acquire(soon()).status == shm::AcquireStatus::slot);
+    r.release();
+    RawMap m(seg.name);
+    auto* slot2 = reinterpret_cast<shm::layout::SlotMeta*>(m.p + shm::layout::kSlotsOffset + 128);
+    slot2->seq.store(6);
+    CHECK(code_of([&] { (void)r.acquire(soon(200ms)); }, &msg) == 1);  // the old reader skipped it silently
+    CHECK_THAT(msg, Catch::Contains("slot seq 2 was overwritten (it holds seq 6) before this reader released it"));
+  }
+  SECTION("another reader's cursor at 2^64-1 does not wrap a new reader's start") {
+    TestSegment seg;
+    shm::Writer w(seg.name, writer_opts(4, 64, shm::Policy::sync));
+    for (int i = 0; i < 3; ++i) w.publish(bytes("x"));
+    RawMap m(seg.name);
+    auto* fake = reinterpret_cast<shm::layout::ReaderEntry*>(m.p + shm::layout::kReaderTableOffset + 64 * 10);
+    fake->cursor.store(UINT64_MAX);
+    fake->pid.store(static_cast<std::uint32_t>(::getpid()));
+    {
+      shm::Reader r(seg.name, {});
+      auto got = r.acquire(soon(100ms));
+      if (got.status == shm::AcquireStatus::slot) CHECK(got.view.meta.seq >= 1);  // the old reader got seq 0
+    }
+    fake->pid.store(0);
+  }
+}
+
+// Two sync readers that leave at the same moment used to see each other still attached,
+// so neither kept its cursor for the next reader (who then re-read the whole ring).
+TEST_CASE("sync: two readers leaving at once keep their position for the next reader", "[shm]") {
+  TestSegment seg;
+  shm::Writer w(seg.name, writer_opts(64, 16, shm::Policy::sync));
+  RawMap m(seg.name);
+  auto* h = reinterpret_cast<shm::layout::Header*>(m.p);
+  int lost = 0;
+  for (int i = 0; i < 300 && lost == 0; ++i) {
+    auto a = std::make_unique<shm::Reader>(seg.name, shm::Reader::Options{});
+    auto b = std::make_unique<shm::Reader>(seg.name, shm::Reader::Options{});
+    auto buf = w.begin_publish(soon());  // a stale retained_seq would hold the writer: bounded
+    REQUIRE(buf.size() == 16);
+    const std::uint64_t s = w.end_publish(1);
+    for (auto* r : {a.get(), b.get()}) {
+      auto got = r->acquire(soon());
+      REQUIRE(got.status == shm::AcquireStatus::slot);
+      REQUIRE(got.view.meta.seq == s);
+      r->release();
+    }
+    std::atomic<int> go{0};
+    auto leave = [&](std::unique_ptr<shm::Reader>& r) {
+      go.fetch_add(1);
+      while (go.load() < 2) {
+      }
+      r.reset();
+    };
+    std::thread ta([&] { leave(a); });
+    std::thread tb([&] { leave(b); });
+    ta.join();
+    tb.join();
+    if (h->retained_seq.load() != s) ++lost;
+  }
+  CHECK(lost == 0);
+}
+
+// A sequential reader killed without detaching no longer holds the writer back (it is
+// reaped), so the writer overwrites what that reader had not read; its successor is told.
+TEST_CASE("sequential: a reader attaching after its predecessor died is told how many slots it missed", "[shm]") {
+  TestSegment seg;
+  shm::create_segment(seg.name, {{4, 64, shm::Policy::sequential, shm::Checksum::none}, 0600});
+  int ready[2], go[2];
+  REQUIRE(::pipe(ready) == 0);
+  REQUIRE(::pipe(go) == 0);
+  const pid_t child = ::fork();  // before any thread of this test exists
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    ::close(go[1]);
+    try {
+      auto* r = new shm::Reader(seg.name, {});  // never destroyed: it "dies" attached
+      [[maybe_unused]] auto n = ::write(ready[1], "r", 1);
+      char c;
+      if (::read(go[0], &c, 1) == 1)
+        for (int i = 0; i < 2; ++i) {
+          if (r->acquire(soon()).status != shm::AcquireStatus::slot) break;
+          r->release();
+        }
+      r->acquire(shm::Clock::now());  // stores its cursor, as a reader about to wait does
+    } catch (...) {
+    }
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  ::close(go[0]);
+  char c = 0;
+  REQUIRE(::read(ready[0], &c, 1) == 1);
+  {
+    shm::Writer w(seg.name, {});
+    w.publish(bytes("1"));
+    w.publish(bytes("2"));
+    REQUIRE(::write(go[1], "g", 1) == 1);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    for (int i = 3; i <= 12; ++i) {  // seq 7 waits until the dead reader is reaped
+      auto buf = w.begin_publish(soon());
+      REQUIRE(buf.size() == 64);
+      std::memcpy(buf.data(), std::to_string(i).data(), std::to_string(i).size());
+      w.end_publish(std::to_string(i).size());
+    }
+  }
+  ::close(ready[0]);
+  ::close(go[1]);
+  shm::Reader r(seg.name, {});
+  CHECK(r.missed() == 6);  // seq 3..8 were overwritten; 9..12 are still there
+  CHECK(r.skipped() == 6);
+  CHECK(shm::inspect_segment(seg.name).readers.at(0).skipped == 6);
+  auto got = r.acquire(soon());
+  REQUIRE(got.status == shm::AcquireStatus::slot);
+  CHECK(got.view.meta.seq == 9);
+  CHECK(text(got.view) == "9");
 }

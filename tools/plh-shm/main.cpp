@@ -6,7 +6,7 @@ namespace {
 
 namespace cmd = plh::shm::commands;
 
-void add_geometry(CLI::App* app, cmd::GeometryArgs& g, bool required) {
+void add_geometry(CLI::App* app, cmd::GeometryArgs& g, bool required, const char* mode_help) {
   auto* slots = app->add_option("--slots", g.slots, "Number of slots in the ring");
   auto* size = app->add_option("--slot-size", g.slot_size, "Max payload bytes per slot (K, M suffixes)");
   if (required) {
@@ -17,7 +17,7 @@ void add_geometry(CLI::App* app, cmd::GeometryArgs& g, bool required) {
       ->check(CLI::IsMember({"latest", "sequential", "sync"}));
   app->add_option("--checksum", g.checksum, "Per-slot checksum: none, xxh3 or blake2b")
       ->check(CLI::IsMember({"none", "xxh3", "blake2b"}));
-  app->add_option("--mode", g.mode, "Permission bits of the segment (octal)");
+  app->add_option("--mode", g.mode, mode_help);
 }
 
 }  // namespace
@@ -37,13 +37,15 @@ int main(int argc, char** argv) {
 
         auto* create = app.add_subcommand("create", "Create a segment /plh.NAME");
         create->add_option("NAME", name, "Segment name (channel-name grammar)")->required();
-        add_geometry(create, create_geo, true);
+        add_geometry(create, create_geo, true, "Permission bits of the segment (octal, default 0600)");
 
         auto* write = app.add_subcommand("write", "stdin -> slots");
         write->add_option("NAME", wa.name, "Segment name")->required();
         write->add_option("-f,--format", wa.format, "Input framing: line, zero, len, raw, json");
         write->add_flag("--create", wa.create, "Create the segment when missing (with the geometry options)");
-        add_geometry(write, wa.geometry, false);
+        add_geometry(write, wa.geometry, false,
+                     "Permission bits of a created segment (octal); an existing one may grant group/others no more");
+        write->add_option("--owner", wa.owner, "Also trust an existing segment owned by this user (name or uid)");
         write->add_option("--type-hash", wa.type_hash, "u64 stored in every slot's metadata (decimal or 0x hex)");
         write->add_option("--dims", wa.dims, "Up to 4 u64 dimensions stored in every slot: a,b,c,d");
         write->add_option("--chunk-size", wa.chunk_size, "raw format: max bytes per message");
@@ -64,6 +66,8 @@ int main(int argc, char** argv) {
         read->add_flag("--wait", ra.wait, "Wait for the segment to appear instead of exit 4");
         read->add_flag("--line-buffered", ra.line_buffered, "Flush stdout after every message");
         read->add_flag("--stats", ra.stats, "Counters on stderr at exit");
+        read->add_option("--owner", ra.owner, "Also trust a segment owned by this user (name or uid)");
+        read->add_option("--mode", ra.mode, "Group/other permission bits the segment may grant (octal, default 0600)");
         read->add_option("--heartbeat-timeout", ra.heartbeat_timeout,
                          "A writer silent this long (or whose pid is gone) is dead: exit 1");
         read->add_flag("--broker-register", ra.broker_register,

@@ -16,7 +16,7 @@ struct GeometryArgs {
   std::string slot_size = "64K";
   std::string policy = "sequential";
   std::string checksum = "none";
-  std::string mode = "0600";
+  std::string mode = "0600";  // creation mode; also the group/other bits accepted on attach
 };
 
 struct WriteArgs {
@@ -31,6 +31,7 @@ struct WriteArgs {
   unsigned wait_readers = 0;
   bool busy_poll = false;
   bool broker_register = false;
+  std::string owner;             // also trust a segment owned by this user (name or uid)
   cli::BrokerOptions broker;
 };
 
@@ -45,6 +46,8 @@ struct ReadArgs {
   bool line_buffered = false;
   bool stats = false;
   std::string heartbeat_timeout = "5s";
+  std::string owner;             // also trust a segment owned by this user (name or uid)
+  std::string mode = "0600";     // group/other permission bits the segment may grant
   bool broker_register = false;
   cli::BrokerOptions broker;
 };

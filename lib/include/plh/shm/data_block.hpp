@@ -33,7 +33,14 @@
 // plh segment, has another layout version, is not accessible, or is already owned by
 // another live writer / sequential reader; Error(failure) (1) for a truncated or
 // corrupted segment and a writer that is gone. Nothing read from shared memory is used
-// without a bounds check.
+// without a bounds check; each value is read once and only that copy is checked and used.
+//
+// Truncation: attaching a segment installs (once per process) a SIGBUS handler that
+// absorbs faults inside mapped segments (zero pages are mapped over the rest of the
+// mapping) and chains to the previous handler for any other fault. A segment truncated
+// under a Writer or Reader therefore never kills the process: the next call throws
+// Error(failure) "segment 'NAME' was truncated under this reader/writer"; spans and
+// views handed out before read zeros meanwhile.
 //
 // Thread safety: a Writer or Reader object is used by one thread at a time. Any number
 // of Writer/Reader objects in any processes may share a segment (one live writer).
@@ -75,6 +82,22 @@ struct CreateOptions {
   unsigned mode = 0600;  // applied exactly (fchmod), independent of the umask
 };
 
+// Whom a Writer or Reader trusts when it attaches to an existing segment (a hostile
+// segment is one that another local user created or may write). The object must be a
+// regular file owned by the effective uid, by root, or by `owner`; and the write bits it
+// grants its group and others (for a writer: all group/other bits, since others could
+// read what it writes) must be within `mode` (so the default 0600 accepts none: a
+// group- or world-writable segment is refused). Refusals are RefusedError (exit 6) naming the owner and mode:
+// "segment /dev/shm/plh.x is owned by uid 1001 (bob) with mode 0666; refusing it ...".
+// A segment shared with a group on purpose is created with mode 0660 and attached with
+// `mode = 0660` (plus `owner` on the side that did not create it).
+struct Trust {
+  std::optional<uid_t> owner;  // also accept segments owned by this uid
+  unsigned mode = 0600;        // group/other bits a segment may grant (octal, <= 0777)
+};
+// Resolves a user name or a decimal uid (UsageError when neither).
+uid_t parse_owner(std::string_view user_or_uid);
+
 // "/plh.NAME". Validates NAME like a channel name (at most 251 characters so that the
 // file name fits NAME_MAX); UsageError when invalid.
 std::string segment_object_name(std::string_view name);
@@ -102,8 +125,9 @@ inline constexpr Clock::time_point kForever = Clock::time_point::max();
 class Writer {
  public:
   struct Options {
-    bool create = false;          // create the segment when missing; when it exists, its
-                                  // geometry must equal create_options.geometry (else RefusedError)
+    bool create = false;          // create the segment when missing (O_CREAT | O_EXCL); when it
+                                  // exists it is attached with the Trust checks and its geometry
+                                  // must equal create_options.geometry (else RefusedError)
     CreateOptions create_options;
     WaitOptions wait;
     std::chrono::nanoseconds heartbeat_interval{std::chrono::milliseconds(100)};
@@ -113,7 +137,9 @@ class Writer {
     // rate for small slots. false forces a fence per publish.
     bool asymmetric_fence = true;
   };
-  Writer(std::string_view name, const Options& opts);
+  // `trust`: the checks on an existing segment; with `create`, create_options.mode is
+  // accepted too.
+  Writer(std::string_view name, const Options& opts, const Trust& trust = {});
   // Marks the end of stream (unless detach() was called), stops the heartbeat thread
   // and gives up the writer claim. Never unlinks the segment.
   ~Writer();
@@ -137,6 +163,8 @@ class Writer {
   // Blocks until at least n readers are attached. false on stop, TimeoutError at deadline.
   bool wait_for_readers(unsigned n, Clock::time_point deadline = kForever);
   // Marks end of stream: readers drain what is left and then see AcquireStatus::ended.
+  // Error(failure) when the segment was truncated under this writer (what was published
+  // since may be lost).
   void end_stream();
   // Gives up the claim without marking end of stream (readers keep waiting for a writer).
   void detach();
@@ -190,8 +218,11 @@ class Reader {
     WaitOptions wait;
   };
   // Takes a reader-table entry (RefusedError when all are taken, or when a sequential
-  // segment already has a live reader).
-  Reader(std::string_view name, const Options& opts);
+  // segment already has a live reader). Under sequential/sync with From::oldest, slots
+  // the writer overwrote since the position the previous readers left (a reader killed
+  // with SIGKILL, for example, no longer holds the writer back) are counted as missed()
+  // and skipped(), and logged.
+  Reader(std::string_view name, const Options& opts, const Trust& trust = {});
   ~Reader();  // releases a held slot and frees the table entry
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
@@ -200,13 +231,16 @@ class Reader {
   // (ended), `deadline` passed (timeout) or plh::stop_requested() (stopped). Throws
   // Error(failure) "writer of 'NAME' (pid N) is gone" when the writer died without
   // ending the stream, ChecksumError on a corrupt slot, Error(failure) on a slot whose
-  // metadata is out of bounds. An unreleased slot is released first.
+  // metadata is out of bounds, on a writer that breaks the protocol (write_seq going
+  // backwards or beyond 2^62, an ordered slot overwritten before it was released) and on
+  // a segment truncated under this reader. An unreleased slot is released first.
   AcquireResult acquire(Clock::time_point deadline = kForever);
   // Same without waiting: nullopt when nothing new is committed.
   std::optional<SlotView> try_acquire();
   // Done with the slot: advances this reader's cursor (lets the writer reuse the slot
   // under sequential/sync). Returns false when, under `latest`, the slot was overwritten
-  // while held (counted as skipped) — the data seen may be torn.
+  // while held (counted as skipped) — the data seen may be torn. Error(failure) when the
+  // segment was truncated while the slot was held (its bytes may have read as zeros).
   bool release();
   // True when the writer marked end of stream (there may still be slots to drain).
   bool ended() const;
@@ -215,6 +249,7 @@ class Reader {
   const Geometry& geometry() const;
   std::uint64_t skipped() const;
   std::uint64_t checksum_errors() const;
+  std::uint64_t missed() const;  // part of skipped(): overwritten before this reader attached
   std::uint64_t cursor() const;  // seq of the last released slot
   pid_t writer_pid() const;
 
