@@ -22,6 +22,8 @@
 #include "plh/error.hpp"
 #include "plh/framing.hpp"
 
+#include <nlohmann/json.hpp>
+
 using namespace plh;
 
 namespace {
@@ -39,8 +41,9 @@ Outcome read_all(int fd, Format fmt, std::size_t chunk, std::size_t max_message)
       (void)r.has_buffered();
       auto m = r.next();
       if (!m) break;
-      PLH_FUZZ_CHECK(m->size() <= max_message, "message of %zu bytes over max_message %zu", m->size(), max_message);
+      // raw cuts by chunk size alone.
       if (fmt == Format::raw) PLH_FUZZ_CHECK(!m->empty() && m->size() <= chunk, "raw chunk of %zu bytes", m->size());
+      else PLH_FUZZ_CHECK(m->size() <= max_message, "message of %zu bytes over max_message %zu", m->size(), max_message);
       o.messages.emplace_back(*m);
       PLH_FUZZ_CHECK(r.count() == o.messages.size(), "count() %llu after %zu messages",
                      static_cast<unsigned long long>(r.count()), o.messages.size());
@@ -114,6 +117,48 @@ Outcome expected_split(std::string_view in, Format fmt, std::size_t max_message)
   return o;
 }
 
+int nesting(std::string_view s) {
+  int depth = 0, max = 0;
+  bool in_string = false, escaped = false;
+  for (char c : s) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') max = std::max(max, ++depth);
+    else if (c == ']' || c == '}') --depth;
+  }
+  return max;
+}
+
+// json input: a line that is not exactly one JSON object (nlohmann decides; a raw NUL is
+// never valid JSON) ends the input with an error, never with a message; a "data" string
+// is delivered as nlohmann reads it.
+void check_json_lines(std::string_view stream, const Outcome& got) {
+  std::size_t pos = 0, index = 0;
+  while (pos < stream.size() && index < got.messages.size()) {
+    std::size_t end = stream.find('\n', pos);
+    if (end == std::string_view::npos) end = stream.size();
+    const std::string_view line = stream.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    const bool valid = nlohmann::json::accept(line) && line.find('\0') == std::string_view::npos;
+    PLH_FUZZ_CHECK(valid, "json line %zu is not valid JSON but was delivered as message %zu: %.200s", index + 1,
+                   index + 1, std::string(line).c_str());
+    if (nesting(line) <= 64 && line.find("\"data\"") == line.rfind("\"data\"")) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.is_object())
+        if (auto it = j.find("data"); it != j.end() && it->is_string())
+          PLH_FUZZ_CHECK(it->get_ref<const std::string&>() == got.messages[index],
+                         "json line %zu: \"data\" delivered differently", index + 1);
+    }
+    ++index;
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -142,20 +187,38 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // 2. Small packets of pseudo-random sizes (1..64 bytes, LCG seeded from the input).
   int sv[2];
   PLH_FUZZ_CHECK(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
-  std::thread feeder([&] {
-    std::size_t off = 0;
-    std::uint32_t x = cut;
-    while (off < stream.size()) {
-      x = x * 1103515245u + 12345u;
-      const std::size_t n = std::min<std::size_t>(stream.size() - off, 1 + ((x >> 16) & 63));
-      if (::send(sv[1], stream.data() + off, n, MSG_NOSIGNAL) != static_cast<ssize_t>(n)) break;  // reader gave up
-      off += n;
-    }
+  // Queue as many packets as the socket takes without a thread (usually all of them);
+  // a feeder thread sends the rest while the reader reads.
+  std::size_t off = 0;
+  std::uint32_t x = cut;
+  auto next_size = [&] {
+    x = x * 1103515245u + 12345u;
+    return std::min<std::size_t>(stream.size() - off, 1 + ((x >> 16) & 63));
+  };
+  std::size_t n = 0;
+  while (off < stream.size()) {
+    n = next_size();
+    if (::send(sv[1], stream.data() + off, n, MSG_NOSIGNAL | MSG_DONTWAIT) != static_cast<ssize_t>(n)) break;
+    off += n;
+    n = 0;
+  }
+  std::thread feeder;
+  if (off < stream.size()) {
+    feeder = std::thread([&, n]() mutable {
+      while (off < stream.size()) {
+        if (n == 0) n = next_size();
+        if (::send(sv[1], stream.data() + off, n, MSG_NOSIGNAL) != static_cast<ssize_t>(n)) break;  // reader gave up
+        off += n;
+        n = 0;
+      }
+      ::shutdown(sv[1], SHUT_WR);
+    });
+  } else {
     ::shutdown(sv[1], SHUT_WR);
-  });
+  }
   const Outcome pieces = read_all(sv[0], fmt, chunk, max_message);
   ::shutdown(sv[0], SHUT_RDWR);  // a reader that stopped early must not leave the feeder blocked
-  feeder.join();
+  if (feeder.joinable()) feeder.join();
   ::close(sv[0]);
   ::close(sv[1]);
 
@@ -172,6 +235,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     PLH_FUZZ_CHECK(*whole.error == *pieces.error, "different errors: '%s' vs '%s'", whole.error->c_str(),
                    pieces.error->c_str());
   }
+  if (fmt == Format::json) check_json_lines(stream, whole);
   if (fmt != Format::json) {
     const Outcome want = expected_split(stream, fmt, max_message);
     PLH_FUZZ_CHECK(want.messages == whole.messages && want.error.has_value() == whole.error.has_value(),

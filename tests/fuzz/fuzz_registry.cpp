@@ -227,6 +227,11 @@ struct Harness {
     reg.handle(id, type, body, now, out);
     const std::string_view ack = p::ack_type_for(type);
     const auto replies = check_sent(0, id, ack);
+    // What is not exactly one JSON value (trailing bytes, NUL, bad escapes) is refused.
+    // (nlohmann's accept() stops at a NUL byte; a raw NUL is never valid JSON.)
+    if (!json::accept(body) || body.find('\0') != std::string::npos)
+      PLH_FUZZ_CHECK(replies.size() == 1 && replies[0]->type == p::kError, "%s with an invalid JSON body accepted: %.200s",
+                     std::string(type).c_str(), body.c_str());
     // Requests with an ACK get exactly one reply; HEARTBEAT_REQ and CHECKSUM_ERROR_REPORT
     // one only when refused; an unknown type exactly one ERROR.
     if (!ack.empty())
@@ -238,26 +243,27 @@ struct Harness {
       PLH_FUZZ_CHECK(replies.size() == 1 && replies[0]->type == p::kError, "unknown type '%s' not refused",
                      std::string(type).c_str());
     if (!replies.empty()) {
+      const Outbound reply = *replies[0];  // probes below append to `out`
       const json req = shallow_parse(body);
-      const json rep = shallow_parse(replies[0]->body);
+      const json rep = shallow_parse(reply.body);
       if (req.is_object() && rep.is_object()) {
         if (auto c = req.find("corr"); c != req.end() && (c->is_string() || c->is_number()))
-          PLH_FUZZ_CHECK(rep.contains("corr") && rep["corr"] == *c, "%s reply lost corr %s", replies[0]->type.c_str(),
+          PLH_FUZZ_CHECK(rep.contains("corr") && rep["corr"] == *c, "%s reply lost corr %s", reply.type.c_str(),
                          c->dump().c_str());
       }
-      if (replies[0]->type != p::kError) {
+      if (reply.type != p::kError) {
         PLH_FUZZ_CHECK(rep.is_discarded() || rep.value("status", "") == "ok", "%s without status ok",
-                       replies[0]->type.c_str());
+                       reply.type.c_str());
         remember_tokens(rep);
         // State follows the acknowledgement.
         if (rep.is_object() && rep.contains("channel") && rep["channel"].is_string()) {
           const json disc = probe(p::kDiscReq, {{"channel", rep["channel"]}});
-          if (replies[0]->type == p::kRegAck || replies[0]->type == p::kConsumerRegAck)
+          if (reply.type == p::kRegAck || reply.type == p::kConsumerRegAck)
             PLH_FUZZ_CHECK(disc["__type"] == p::kDiscAck, "channel acknowledged by %s is not discoverable",
-                           replies[0]->type.c_str());
-          if (replies[0]->type == p::kDeregAck || replies[0]->type == p::kCloseAck)
+                           reply.type.c_str());
+          if (reply.type == p::kDeregAck || reply.type == p::kCloseAck)
             PLH_FUZZ_CHECK(disc["__type"] == p::kError, "channel removed by %s is still discoverable",
-                           replies[0]->type.c_str());
+                           reply.type.c_str());
         }
       }
     }
