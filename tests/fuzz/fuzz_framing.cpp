@@ -146,8 +146,8 @@ void check_json_lines(std::string_view stream, const Outcome& got) {
     pos = end + 1;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     const bool valid = nlohmann::json::accept(line) && line.find('\0') == std::string_view::npos;
-    PLH_FUZZ_CHECK(valid, "json line %zu is not valid JSON but was delivered as message %zu: %.200s", index + 1,
-                   index + 1, std::string(line).c_str());
+    PLH_FUZZ_CHECK(valid, "json line %zu is not valid JSON but was delivered as message %zu: %s", index + 1,
+                   index + 1, fuzz::shown(line).c_str());
     if (nesting(line) <= 64 && line.find("\"data\"") == line.rfind("\"data\"")) {
       const auto j = nlohmann::json::parse(line);
       if (j.is_object())

@@ -139,15 +139,15 @@ struct Harness {
                      m.identity.c_str());
       PLH_FUZZ_CHECK(!m.type.empty(), "message with an empty type");
       // accept() runs nlohmann's iterative SAX parser: safe for deep texts too.
-      PLH_FUZZ_CHECK(json::accept(m.body), "%s body is not valid JSON: %.200s", m.type.c_str(), m.body.c_str());
-      PLH_FUZZ_CHECK(!m.body.empty() && m.body.front() == '{', "%s body is not an object: %.200s", m.type.c_str(),
-                     m.body.c_str());
+      PLH_FUZZ_CHECK(json::accept(m.body), "%s body is not valid JSON: %s", m.type.c_str(), fuzz::shown(m.body).c_str());
+      PLH_FUZZ_CHECK(!m.body.empty() && m.body.front() == '{', "%s body is not an object: %s", m.type.c_str(),
+                     fuzz::shown(m.body).c_str());
       if (m.identity == id && (m.type == p::kError || (!ack.empty() && m.type == ack))) replies.push_back(&m);
       if (m.type == p::kError) {
         const json b = shallow_parse(m.body);
         PLH_FUZZ_CHECK(b.is_object() && b.value("status", "") == "error" && b.contains("error_code") &&
                            b["error_code"].is_string() && b.contains("message") && b["message"].is_string(),
-                       "malformed ERROR body: %.200s", m.body.c_str());
+                       "malformed ERROR body: %s", fuzz::shown(m.body).c_str());
       }
     }
     return replies;
@@ -230,8 +230,8 @@ struct Harness {
     // What is not exactly one JSON value (trailing bytes, NUL, bad escapes) is refused.
     // (nlohmann's accept() stops at a NUL byte; a raw NUL is never valid JSON.)
     if (!json::accept(body) || body.find('\0') != std::string::npos)
-      PLH_FUZZ_CHECK(replies.size() == 1 && replies[0]->type == p::kError, "%s with an invalid JSON body accepted: %.200s",
-                     std::string(type).c_str(), body.c_str());
+      PLH_FUZZ_CHECK(replies.size() == 1 && replies[0]->type == p::kError, "%s with an invalid JSON body accepted: %s",
+                     std::string(type).c_str(), fuzz::shown(body).c_str());
     // Requests with an ACK get exactly one reply; HEARTBEAT_REQ and CHECKSUM_ERROR_REPORT
     // one only when refused; an unknown type exactly one ERROR.
     if (!ack.empty())

@@ -64,6 +64,23 @@ class Bytes {
   std::size_t n_;
 };
 
+// `s` with non-printable bytes as \xNN, cut to 200 characters: for invariant messages.
+inline std::string shown(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 200)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f) {
+      out += c;
+    } else {
+      static constexpr char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[u >> 4];
+      out += hex[u & 15];
+    }
+  }
+  return out;
+}
+
 // The library logs refusals through spdlog: keep the fuzzer's output readable.
 inline void quiet_logging() { spdlog::set_level(spdlog::level::off); }
 
