@@ -1,7 +1,7 @@
 // A reader against a hostile writer: a valid segment is created and filled by a real
 // Writer, then a second thread keeps rewriting words of its header, reader table and
 // slots (from the fuzz input) while the main thread reads it, through the Reader API or
-// through plh-shm read itself (shm::commands::read, stdout to /dev/null, -W 50ms).
+// through plh-shm read itself (shm::commands::read, stdout to /dev/null, -W 10ms).
 //
 // Input: 6 setup bytes, then 11-byte mutations.
 //   0  policy (1 + b % 3), checksum (bits 2-3 % 3), bit 4: commands::read instead of the
@@ -9,7 +9,7 @@
 //   1  slots - 1 (% 8)         2  slot size: 16 + b * 4
 //   3  slots published (% 9; packed slots when bit 7)
 //   4  output format for commands::read (line zero len raw json)
-//   5  rounds of mutation (1 + b % 64, each applies every mutation once)
+//   5  rounds of mutation (1 + b * 256, each applies every mutation once)
 //   mutation: op, u16 offset, u64 value. op bits 0-1: width 1/2/4/8 bytes; bits 2-3:
 //   region header / reader table / slot area / anywhere; bit 4: alternate between the
 //   value and the original (a flipping word). op 0xff: truncate the object to
@@ -75,7 +75,7 @@ void read_with_api(const std::string& name, bool latest) {
   ro.wait.spin = 0ns;
   shm::Reader r(name, ro);
   const std::uint32_t slot_size = r.geometry().slot_size;
-  const auto deadline = shm::Clock::now() + 50ms;
+  const auto deadline = shm::Clock::now() + 10ms;
   std::vector<std::byte> copy;
   for (int i = 0; i < 256; ++i) {
     try {
@@ -112,7 +112,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool packed = (b3 & 0x80) != 0;
   static constexpr const char* kFormats[] = {"line", "zero", "len", "raw", "json"};
   const char* format = kFormats[in.u8() % 5];
-  const unsigned rounds = 1 + in.u8() % 64;
+  const unsigned rounds = 1 + in.u8() * 256u;  // the hostile thread stops when the read ends
   std::vector<Mutation> muts;
   while (in.size() >= 11 && muts.size() < 64) {
     Mutation m{};
@@ -207,9 +207,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       shm::commands::ReadArgs a;
       a.name = name;
       a.format = format;
-      a.timeout = "50ms";
+      a.timeout = "10ms";
       a.from = (b0 & 0x20) ? "latest" : "oldest";
-      a.heartbeat_timeout = "50ms";
+      a.heartbeat_timeout = "20ms";
       shm::commands::read(a);
     } else {
       read_with_api(name, (b0 & 0x20) != 0);
