@@ -117,23 +117,6 @@ Outcome expected_split(std::string_view in, Format fmt, std::size_t max_message)
   return o;
 }
 
-int nesting(std::string_view s) {
-  int depth = 0, max = 0;
-  bool in_string = false, escaped = false;
-  for (char c : s) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') max = std::max(max, ++depth);
-    else if (c == ']' || c == '}') --depth;
-  }
-  return max;
-}
-
 // json input: a line that is not exactly one JSON object (nlohmann decides; a raw NUL is
 // never valid JSON) ends the input with an error, never with a message; a "data" string
 // is delivered as nlohmann reads it.
@@ -148,7 +131,7 @@ void check_json_lines(std::string_view stream, const Outcome& got) {
     const bool valid = nlohmann::json::accept(line) && line.find('\0') == std::string_view::npos;
     PLH_FUZZ_CHECK(valid, "json line %zu is not valid JSON but was delivered as message %zu: %s", index + 1,
                    index + 1, fuzz::shown(line).c_str());
-    if (nesting(line) <= 64 && line.find("\"data\"") == line.rfind("\"data\"")) {
+    if (fuzz::json_nesting(line) <= 64 && line.find("\"data\"") == line.rfind("\"data\"")) {
       const auto j = nlohmann::json::parse(line);
       if (j.is_object())
         if (auto it = j.find("data"); it != j.end() && it->is_string())

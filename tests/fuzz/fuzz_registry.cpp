@@ -43,28 +43,9 @@ namespace {
 constexpr std::size_t kMaxBody = 1 << 20;  // the broker's ZMQ_MAXMSGSIZE
 constexpr const char* kProbe = "probe";
 
-// Deepest nesting of arrays/objects in JSON-ish text (strings skipped). The harness
-// builds a DOM (recursive destruction) only for shallow texts.
-int nesting(std::string_view s) {
-  int depth = 0, max = 0;
-  bool in_string = false, escaped = false;
-  for (char c : s) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') max = std::max(max, ++depth);
-    else if (c == ']' || c == '}') --depth;
-  }
-  return max;
-}
-
 // A DOM of text, or discarded when it is not JSON or too deep to handle here.
 json shallow_parse(std::string_view text) {
-  if (nesting(text) > 64) return json(json::value_t::discarded);
+  if (fuzz::json_nesting(text) > 64) return json(json::value_t::discarded);
   return json::parse(text.begin(), text.end(), nullptr, false);
 }
 

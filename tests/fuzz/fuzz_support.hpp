@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -79,6 +80,25 @@ inline std::string shown(std::string_view s) {
     }
   }
   return out;
+}
+
+// Deepest nesting of arrays/objects in JSON-ish text (strings skipped). The targets
+// build a nlohmann DOM (recursive copy and destruction) only for shallow texts.
+inline int json_nesting(std::string_view s) {
+  int depth = 0, max = 0;
+  bool in_string = false, escaped = false;
+  for (char c : s) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') max = std::max(max, ++depth);
+    else if (c == ']' || c == '}') --depth;
+  }
+  return max;
 }
 
 // The library logs refusals through spdlog: keep the fuzzer's output readable.
