@@ -192,7 +192,7 @@ std::string validate_layout(const std::byte* base, std::size_t file_size, ExitCo
   code = ExitCode::refused;
   if (file_size < sizeof layout::kMagic || std::memcmp(base, "PLHSHM", 6) != 0) return "is not a plh segment";
   if (std::memcmp(base, layout::kMagic, sizeof layout::kMagic) != 0)
-    return "has layout version '" + std::string(reinterpret_cast<const char*>(base) + 6, 2) +
+    return "has layout version '" + printable(std::string_view(reinterpret_cast<const char*>(base) + 6, 2)) +
            "' (this plh reads version 01)";
   if (file_size < layout::kHeaderSize) {
     code = ExitCode::failure;
