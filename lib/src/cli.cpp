@@ -1,13 +1,19 @@
 #include "plh/cli.hpp"
 
+#include <nlohmann/json.hpp>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <zmq.h>
 
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <fstream>
 
 #include "plh/error.hpp"
@@ -33,13 +39,42 @@ void add_broker_options(CLI::App& app, BrokerOptions& opts) {
                  "How long to wait for the broker to answer a request (default 2s)");
 }
 
+namespace {
+// --log-format json: every stderr line of the tool is one JSON object, also the final
+// error line that run() prints (set before parsing from argv, so parse errors too).
+std::atomic<bool> g_json_lines{false};
+
+// The message as a JSON string body (quotes, backslashes, control characters escaped;
+// invalid UTF-8 replaced), so a message quoting user input never breaks the line.
+std::string json_escaped(std::string_view text) {
+  std::string quoted = nlohmann::json(std::string(text)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return quoted.substr(1, quoted.size() - 2);
+}
+
+// %* in a spdlog pattern: the payload escaped for a JSON string.
+class JsonPayloadFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    const std::string esc = json_escaped(std::string_view(msg.payload.data(), msg.payload.size()));
+    dest.append(esc.data(), esc.data() + esc.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<JsonPayloadFlag>(); }
+};
+
+constexpr const char* kJsonPattern = R"({"ts":"%Y-%m-%dT%H:%M:%S.%f","tool":"%n","pid":%P,"level":"%l","msg":"%*"})";
+}  // namespace
+
 void apply_log_options(std::string_view tool, const LogOptions& opts, std::string_view default_level) {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto logger = std::make_shared<spdlog::logger>(std::string(tool), sink);
-  if (opts.format == "json")
-    logger->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%f","tool":"%n","pid":%P,"level":"%l","msg":"%v"})");
-  else
+  g_json_lines = opts.format == "json";
+  if (opts.format == "json") {
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<JsonPayloadFlag>('*').set_pattern(kJsonPattern);
+    logger->set_formatter(std::move(formatter));
+  } else {
     logger->set_pattern("%n: %l: %v");
+  }
   std::string level(default_level);
   if (opts.quiet) level = "error";
   if (opts.verbose == 1) level = "info";
@@ -96,13 +131,36 @@ void print_error(std::string_view tool, const std::string& message) {
   std::string line = message;
   for (char& c : line)
     if (c == '\n') c = ' ';
-  std::fprintf(stderr, "%.*s: error: %s\n", static_cast<int>(tool.size()), tool.data(), line.c_str());
+  if (g_json_lines) {
+    // The same shape as the logger's lines (kJsonPattern).
+    timeval tv{};
+    ::gettimeofday(&tv, nullptr);
+    std::tm tm{};
+    ::localtime_r(&tv.tv_sec, &tm);
+    char ts[64];
+    const std::size_t n = std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(ts + n, sizeof ts - n, ".%06ld", static_cast<long>(tv.tv_usec));
+    std::fprintf(stderr, "{\"ts\":\"%s\",\"tool\":\"%s\",\"pid\":%d,\"level\":\"error\",\"msg\":\"%s\"}\n", ts,
+                 json_escaped(tool).c_str(), static_cast<int>(::getpid()), json_escaped(line).c_str());
+  } else {
+    std::fprintf(stderr, "%.*s: error: %s\n", static_cast<int>(tool.size()), tool.data(), line.c_str());
+  }
   std::fflush(stderr);
+}
+
+// --log-format json (or --log-format=json) anywhere on the command line.
+bool argv_asks_json(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--log-format=json") == 0) return true;
+    if (std::strcmp(argv[i], "--log-format") == 0 && i + 1 < argc && std::strcmp(argv[i + 1], "json") == 0) return true;
+  }
+  return false;
 }
 }  // namespace
 
 int run(std::string_view tool, std::string_view description, int argc, char** argv,
         const std::function<std::function<int()>(CLI::App&)>& define) {
+  g_json_lines = argv_asks_json(argc, argv);
   try {
     CLI::App app{std::string(description), std::string(tool)};
     app.set_version_flag("--version", version_string(tool));

@@ -29,6 +29,19 @@ std::string first_line(const std::string& path) {
 }
 }  // namespace
 
+TEST_CASE("plh-ctl options before or after the subcommand: --json list, ping -v", "[e2e][ctl]") {
+  auto broker = BrokerProcess::start();
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"--json", "ping"}, {"ping", "--json"},
+                                              {"--json", "list"}, {"list", "--json"}}) {
+    INFO(args[0] << " " << args[1]);
+    auto r = ctl(args, broker.endpoint);
+    CHECK(r.code == 0);
+    CHECK(json::parse(r.out, nullptr, false).is_object());
+  }
+  auto r = ctl({"ping", "-v", "--log-level", "warn"}, broker.endpoint);
+  CHECK(r.code == 0);
+}
+
 TEST_CASE("plh-ctl wait: 0 when the channel appears, 3 on timeout", "[e2e][ctl]") {
   auto b = BrokerProcess::start();
   auto waiter = Child::spawn({PLH_CTL_BIN, "--broker", b.endpoint, "wait", "w.chan", "-W", "20"});

@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     app.fallthrough();
     auto json_flag = [&](CLI::App* sub) { sub->add_flag("--json", o.json, "One JSON document on stdout"); };
+    // Also before the subcommand (`plh-ctl --json list`), as with every other option.
+    app.add_flag("--json", o.json, "One JSON document on stdout (before or after the subcommand)");
     auto* list = app.add_subcommand("list", "List channels");
     json_flag(list);
     auto* info = app.add_subcommand("info", "Details of one channel");

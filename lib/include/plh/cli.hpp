@@ -44,7 +44,8 @@ std::string version_string(std::string_view tool);
 // The whole life of a tool. `define` adds options and subcommands to the app and
 // returns the body to run after a successful parse. run() handles --help/--version
 // (exit 0), parse errors (exit 2), plh::Error (its code), any other exception (exit 1),
-// and BrokenPipe (exit 0), printing one line "tool: error: message" on stderr.
+// and BrokenPipe (exit 0), printing one line "tool: error: message" on stderr (under
+// --log-format json the line is a JSON object like every log line, with "level":"error").
 int run(std::string_view tool, std::string_view description, int argc, char** argv,
         const std::function<std::function<int()>(CLI::App&)>& define);
 
