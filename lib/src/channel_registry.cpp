@@ -225,6 +225,7 @@ void ChannelRegistry::on_reg(const PeerInfo& peer, const json& req, SteadyTime n
   ch.registered = now;
   ch.registered_ns = realtime_ns();
 
+  std::vector<Outbound> closing;  // notifications for a replaced entry
   // What to do with an existing entry: only its owner (the token) updates it; anyone
   // else gets it only once the owner is dead.
   enum class Action { fresh, again, replace } action = Action::fresh;
@@ -267,8 +268,8 @@ void ChannelRegistry::on_reg(const PeerInfo& peer, const json& req, SteadyTime n
   if (action == Action::replace) {
     spdlog::info("channel {}: previous producer pid {} {}; taken over by pid {}", ch.name, it->second.producer.pid,
                  old_exited ? "is gone" : "stopped heartbeating", ch.producer.pid);
-    // A producer that only went silent is told, should it come back.
-    close_channel(it, p::kReasonHeartbeatTimeout, old_exited ? p::kReasonProcessExited : "", !old_exited, out);
+    // A producer that only went silent is told, should it come back. (After the reply.)
+    close_channel(it, p::kReasonHeartbeatTimeout, old_exited ? p::kReasonProcessExited : "", !old_exited, closing);
     it = channels_.end();
   }
   if (action == Action::again) {
@@ -310,6 +311,7 @@ void ChannelRegistry::on_reg(const PeerInfo& peer, const json& req, SteadyTime n
     channels_.emplace(name, std::move(ch));
   spdlog::debug("channel {} registered ({})", name, reregistered ? "again" : "new");
   reply(peer.routing_id, p::kRegAck, std::move(ack), req, out);
+  for (auto& m : closing) out.push_back(std::move(m));
 }
 
 void ChannelRegistry::on_disc(std::string_view id, const json& req, std::vector<Outbound>& out) {
@@ -631,6 +633,7 @@ void ChannelRegistry::on_ping(std::string_view id, const json& req, SteadyTime n
               {"channels", channels_.size()},
               {"consumers", consumer_total_},
               {"hostname", config_.hostname},
+              {"host_id", config_.host_id},
               {"heartbeat_interval_ms", config_.heartbeat_interval.count()},
               {"heartbeat_timeout_ms", config_.heartbeat_timeout.count()},
               {"time_ns", realtime_ns()}};

@@ -216,3 +216,112 @@ TEST_CASE("registry: bodies that are not objects, odd types, invalid UTF-8", "[r
   auto body = json::parse(h.out[0].body);
   CHECK(body["error_code"] == "UNKNOWN_MSG_TYPE");
 }
+
+namespace {
+// PING's running counters against what LIST shows (sums over every channel).
+void check_counters(Harness& h) {
+  auto ping = h.reply("X", "PING_REQ", json::object());
+  auto list = h.reply("X", "LIST_REQ", json::object());
+  std::size_t consumers = 0;
+  for (const auto& ch : list["channels"]) consumers += ch["consumers"].size();
+  CHECK(ping["channels"] == list["channels"].size());
+  CHECK(ping["consumers"] == consumers);
+  CHECK(h.reg.consumer_count() == consumers);
+  CHECK(h.reg.channel_count() == list["channels"].size());
+}
+json consumer_req(const std::string& ch, long pid) { return {{"channel", ch}, {"consumer_pid", pid}}; }
+}  // namespace
+
+TEST_CASE("registry: PING's channel and consumer counters stay right through every change", "[registry][ping]") {
+  plh::RegistryConfig cfg;
+  cfg.heartbeat_timeout = 1000ms;
+  Harness h(cfg);
+  const std::string ta = h.reply("PA", "REG_REQ", reg_req("k.a", 1))["token"];
+  h.reply("PB", "REG_REQ", reg_req("k.b", 2));
+  const std::string tc = h.reply("PC", "REG_REQ", reg_req("k.c", 3))["token"];
+  h.reply("PD", "REG_REQ", reg_req("k.d", 4));
+  const std::string c1 = h.reply("C1", "CONSUMER_REG_REQ", consumer_req("k.a", 10))["token"];
+  h.reply("C2", "CONSUMER_REG_REQ", consumer_req("k.a", 11));
+  h.reply("C3", "CONSUMER_REG_REQ", consumer_req("k.b", 12));
+  h.reply("C4", "CONSUMER_REG_REQ", consumer_req("k.c", 13));
+  h.reply("C5", "CONSUMER_REG_REQ", consumer_req("k.d", 14));
+  check_counters(h);
+  // The same consumer again (its token) is not a new one.
+  auto again = consumer_req("k.a", 10);
+  again["token"] = c1;
+  h.reply("C1", "CONSUMER_REG_REQ", again);
+  check_counters(h);
+  h.send("C1", "CONSUMER_DEREG_REQ", {{"channel", "k.a"}, {"consumer_pid", 10}, {"token", c1}});
+  check_counters(h);
+  // The owner re-registering keeps its consumers.
+  auto rereg = reg_req("k.a", 1);
+  rereg["token"] = ta;
+  h.reply("PA2", "REG_REQ", rereg);
+  check_counters(h);
+  // A DEREG with consumers, an admin CLOSE with consumers.
+  h.send("PC", "DEREG_REQ", {{"channel", "k.c"}, {"token", tc}});
+  check_counters(h);
+  h.out.clear();
+  plh::PeerInfo admin;
+  admin.routing_id = "A";
+  admin.loopback = true;
+  h.reg.handle(admin, "CLOSE_REQ", json{{"channel", "k.d"}}.dump(), h.now, h.out);
+  REQUIRE(h.out.at(0).type == "CLOSE_ACK");
+  check_counters(h);
+  // Timeouts: k.a's producer keeps heartbeating, its consumer C2 does not; k.b goes silent.
+  h.now += 900ms;
+  h.send("PA2", "HEARTBEAT_REQ", producer_hb("k.a", 1, ta));
+  h.sweep(200ms);
+  check_counters(h);
+  CHECK(h.reg.channel_count() == 1);
+  CHECK(h.reg.consumer_count() == 0);
+  // A takeover of a silent channel with consumers.
+  h.reply("C6", "CONSUMER_REG_REQ", consumer_req("k.a", 15));
+  h.now += 1100ms;
+  std::string type;
+  h.reply("PN", "REG_REQ", reg_req("k.a", 9), &type);
+  CHECK(type == "REG_ACK");
+  check_counters(h);
+  CHECK(h.reg.consumer_count() == 0);
+}
+
+TEST_CASE("registry: tokens are 128-bit hex, distinct, and never shown by DISC or LIST", "[registry][ownership]") {
+  Harness h;
+  std::set<std::string> seen;
+  for (int i = 0; i < 50; ++i) {
+    const std::string t = h.reply("P", "REG_REQ", reg_req("t.n" + std::to_string(i), 1))["token"];
+    CHECK(t.size() == 32);
+    CHECK(t.find_first_not_of("0123456789abcdef") == std::string::npos);
+    seen.insert(t);
+  }
+  CHECK(seen.size() == 50);
+  auto o = h.send("X", "LIST_REQ", json::object());
+  for (const auto& t : seen) CHECK(o[0].body.find(t) == std::string::npos);
+  o = h.send("X", "DISC_REQ", {{"channel", "t.n0"}});
+  for (const auto& t : seen) CHECK(o[0].body.find(t) == std::string::npos);
+}
+
+TEST_CASE("registry: DEREG's final_seq reaches the consumers in CHANNEL_CLOSING_NOTIFY", "[registry]") {
+  Harness h;
+  const std::string t = h.reply("P", "REG_REQ", reg_req("f.s", 1))["token"];
+  h.reply("C", "CONSUMER_REG_REQ", consumer_req("f.s", 2));
+  auto o = h.send("P", "DEREG_REQ", {{"channel", "f.s"}, {"token", t}, {"final_seq", 1234}});
+  REQUIRE(o.size() == 2);
+  CHECK(o[0].type == "DEREG_ACK");
+  CHECK(o[1].identity == "C");
+  auto note = json::parse(o[1].body);
+  CHECK(note["reason"] == "producer_deregistered");
+  CHECK(note["final_seq"] == 1234);
+}
+
+TEST_CASE("registry: loopback addresses", "[registry]") {
+  CHECK(plh::is_loopback_address("127.0.0.1"));
+  CHECK(plh::is_loopback_address("127.1.2.3"));
+  CHECK(plh::is_loopback_address("::1"));
+  CHECK(plh::is_loopback_address("::ffff:127.0.0.1"));
+  CHECK_FALSE(plh::is_loopback_address(""));
+  CHECK_FALSE(plh::is_loopback_address("192.0.2.2"));
+  CHECK_FALSE(plh::is_loopback_address("127.evil.example"));
+  CHECK_FALSE(plh::is_loopback_address("1127.0.0.1"));
+  CHECK_FALSE(plh::is_loopback_address("::ffff:10.0.0.1"));
+}
