@@ -44,7 +44,7 @@ start_broker() {
   local fifo=$WORK/ready.$RANDOM ready
   mkfifo "$fifo"
   [ $# -gt 0 ] || set -- --endpoint tcp://127.0.0.1:0
-  "$BIN/plh-broker" "$@" --heartbeat-timeout 3600s -q > "$fifo" &
+  "$BIN/plh-broker" "$@" --heartbeat-timeout 3600s --max-channels-per-client 0 -q > "$fifo" &
   SB_PID=$!
   read -r ready < "$fifo"
   SB_EP=$(sed -E 's/.*"endpoint":"([^"]+)".*/\1/' <<<"$ready")

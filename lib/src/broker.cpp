@@ -15,6 +15,7 @@
 #include "plh/channel_registry.hpp"
 #include "plh/curve.hpp"
 #include "plh/error.hpp"
+#include "plh/host_identity.hpp"
 #include "plh/protocol.hpp"
 #include "plh/text.hpp"
 #include "plh/version.hpp"
@@ -30,6 +31,16 @@ bool pid_alive(std::int64_t pid) {
 }
 
 std::string zerr() { return zmq_strerror(zmq_errno()); }
+
+// Who sent `frame` (a frame of a message received on the ROUTER), for the registry.
+PeerInfo peer_of(std::string_view routing_id, zmq_msg_t* frame, bool local_transport) {
+  PeerInfo peer;
+  peer.routing_id = std::string(routing_id);
+  if (const char* a = zmq_msg_gets(frame, "Peer-Address")) peer.address = a;
+  if (const char* u = zmq_msg_gets(frame, "User-Id")) peer.user_id = u;
+  peer.loopback = local_transport || is_loopback_address(peer.address);
+  return peer;
+}
 
 // At most a few warnings per second about bad input; the rest are counted and summed up.
 class WarnLimiter {
@@ -64,6 +75,7 @@ struct Broker::Impl {
   void* zap = nullptr;
   EventFd wake;
   std::string bound;
+  bool local_transport = false;  // ipc:// or inproc://: every peer is on this machine
   std::optional<std::string> pubkey;
   std::unordered_set<std::string> allowed;
   std::unique_ptr<ChannelRegistry> registry;
@@ -78,9 +90,12 @@ struct Broker::Impl {
   void setup() {
     ctx = new_zmq_context(/*blocky=*/false);
 
-    if (config.allowed_keys) {
-      if (!config.curve_secret_key) throw UsageError("--allow-keys needs --curve-secret-file");
-      for (const auto& k : *config.allowed_keys) allowed.insert(k);
+    if (config.allowed_keys && !config.curve_secret_key) throw UsageError("--allow-keys needs --curve-secret-file");
+    // With CURVE, ZAP runs for every client (any key is admitted without an allow-list) so
+    // each request carries the client's public key as "User-Id" (ownership caps count it).
+    if (config.curve_secret_key) {
+      if (config.allowed_keys)
+        for (const auto& k : *config.allowed_keys) allowed.insert(k);
       zap = zmq_socket(ctx, ZMQ_REP);
       int linger = 0;
       zmq_setsockopt(zap, ZMQ_LINGER, &linger, sizeof linger);
@@ -119,11 +134,15 @@ struct Broker::Impl {
     std::size_t len = sizeof buf;
     zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, buf, &len);
     bound = buf;
+    local_transport = bound.rfind("ipc://", 0) == 0 || bound.rfind("inproc://", 0) == 0;
 
     RegistryConfig rc;
     rc.heartbeat_interval = config.heartbeat_interval;
     rc.heartbeat_timeout = config.heartbeat_timeout;
     rc.hostname = hostname();
+    rc.host_id = host_id();
+    rc.max_channels_per_client = config.max_channels_per_client;
+    rc.max_consumers_per_client = config.max_consumers_per_client;
     rc.admin_token = config.admin_token;
     if (config.check_local_pids) rc.local_pid_alive = pid_alive;
     int major = 0, minor = 0, patch = 0;
@@ -176,7 +195,7 @@ struct Broker::Impl {
       const std::string_view type(static_cast<const char*>(zmq_msg_data(&parts[1])), zmq_msg_size(&parts[1]));
       const std::string_view body(static_cast<const char*>(zmq_msg_data(&parts[2])), zmq_msg_size(&parts[2]));
       const std::size_t before = out.size();
-      registry->handle(id, type, body, now, out);
+      registry->handle(peer_of(id, &parts[1], local_transport), type, body, now, out);
       if (out.size() > before && out[before].type == protocol::kError && spdlog::should_log(spdlog::level::warn)) {
         // First entry for this request is its reply.
         auto j = nlohmann::json::parse(out[before].body, nullptr, false);
@@ -211,13 +230,14 @@ struct Broker::Impl {
       more = zmq_msg_more(&m);
       zmq_msg_close(&m);
     }
-    std::string status = "400", text = "client key not allowed";
+    std::string status = "400", text = "client key not allowed", user_id;
     if (frames.size() >= 7 && frames[5] == "CURVE" && frames[6].size() == 32) {
       char z85[41] = {};
       zmq_z85_encode(z85, reinterpret_cast<const std::uint8_t*>(frames[6].data()), 32);
-      if (allowed.count(z85)) {
+      if (!config.allowed_keys || allowed.count(z85)) {
         status = "200";
         text = "OK";
+        user_id = z85;
       } else {
         spdlog::warn("refused a client with public key {} from {} (not in --allow-keys)", z85, frames[3]);
       }
@@ -230,7 +250,7 @@ struct Broker::Impl {
     zmq_send(zap, request_id.data(), request_id.size(), ZMQ_SNDMORE);
     zmq_send(zap, status.data(), status.size(), ZMQ_SNDMORE);
     zmq_send(zap, text.data(), text.size(), ZMQ_SNDMORE);
-    zmq_send(zap, "", 0, ZMQ_SNDMORE);
+    zmq_send(zap, user_id.data(), user_id.size(), ZMQ_SNDMORE);
     zmq_send(zap, "", 0, 0);
   }
 

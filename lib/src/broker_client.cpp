@@ -18,6 +18,7 @@
 
 #include "plh/curve.hpp"
 #include "plh/error.hpp"
+#include "plh/host_identity.hpp"
 #include "plh/protocol.hpp"
 #include "plh/text.hpp"
 #include "plh/zmq_util.hpp"
@@ -67,15 +68,21 @@ struct BrokerClient::Impl {
     std::string text;     // the reply body, already checked to be valid JSON
     std::string refused;  // handshake failure reason
   };
-  struct ProducerState {
-    ChannelRegistration reg;
+  // What both kinds of registration keep: the broker's ownership token, and whether a
+  // re-registration is on its way (one at a time, so a second one cannot race the first).
+  struct RegState {
     std::shared_ptr<ChannelMetrics> metrics;
+    std::string token;  // from REG_ACK / CONSUMER_REG_ACK; empty = none yet
     bool warned = false;
+    bool healing = false;  // the broker dropped it; registering again
+    steady_clock::time_point rereg_sent{};  // a re-registration in flight since (epoch = none)
   };
-  struct ConsumerState {
+  struct ProducerState : RegState {
+    ChannelRegistration reg;
+    bool taken_over = false;  // another producer owns the channel now: no heartbeats, no retries
+  };
+  struct ConsumerState : RegState {
     std::optional<std::uint64_t> expected;
-    std::shared_ptr<ChannelMetrics> metrics;
-    bool warned = false;
   };
 
   BrokerClientConfig cfg;
@@ -86,6 +93,7 @@ struct BrokerClient::Impl {
   std::thread thread;
   const std::int64_t pid = ::getpid();
   const std::string host = hostname();
+  const std::string hid = host_id();
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -94,6 +102,7 @@ struct BrokerClient::Impl {
   std::map<std::string, ProducerState> producers;  // guarded by mu
   std::map<std::string, ConsumerState> consumers;  // guarded by mu
   std::function<void(const std::string&, const json&)> callback;  // guarded by mu
+  std::function<void(const std::string&, const std::string&)> lost_callback;  // guarded by mu
   std::string auth_failure;  // guarded by mu; last handshake failure since the last success
   milliseconds hb_interval{500};  // guarded by mu
   std::uint64_t next_corr = 0;  // guarded by mu
@@ -170,50 +179,71 @@ struct BrokerClient::Impl {
     for (const auto& [type, body] : batch) send_frames(type, body);
   }
 
-  static json producer_body(const ChannelRegistration& r, std::int64_t pid, const std::string& host) {
+  json producer_body(const ChannelRegistration& r, const std::string& token) const {
     json b = {{"channel", r.channel},       {"transport", r.transport},
               {"pattern", r.pattern},       {"endpoint", r.endpoint},
               {"shm_name", r.shm_name},     {"schema_hash", r.schema_hash},
               {"schema_version", r.schema_version}, {"producer_pid", pid},
-              {"producer_hostname", host},  {"metadata", r.metadata.is_object() ? r.metadata : json::object()}};
+              {"producer_hostname", host},  {"host_id", hid},
+              {"metadata", r.metadata.is_object() ? r.metadata : json::object()}};
     if (r.pubkey) b["pubkey"] = *r.pubkey;
+    if (!token.empty()) b["token"] = token;
     return b;
   }
 
-  json consumer_body(const std::string& channel, const std::optional<std::uint64_t>& expected) const {
-    json b = {{"channel", channel}, {"consumer_pid", pid}, {"consumer_hostname", host}};
+  json consumer_body(const std::string& channel, const std::optional<std::uint64_t>& expected,
+                     const std::string& token) const {
+    json b = {{"channel", channel}, {"consumer_pid", pid}, {"consumer_hostname", host}, {"host_id", hid}};
     if (expected) b["expected_schema_hash"] = *expected;
+    if (!token.empty()) b["token"] = token;
     return b;
   }
 
-  // Called on the thread with mu held.
-  void reregister_producer_locked(const std::string& channel) {
+  // A token from an ACK, checked (it is sent back to the broker, nothing else).
+  static std::string token_from(const json& ack) {
+    auto t = ack.find("token");
+    if (t == ack.end() || !t->is_string() || t->get_ref<const std::string&>().size() > 64) return {};
+    return t->get<std::string>();
+  }
+
+  // Queues a re-registration unless one is already on its way (its answer would tell the
+  // broker's new token; a second request with the old one could look like someone else).
+  // `force` after a reconnect: an answer to the old connection is lost. Called with mu held.
+  bool claim_rereg_locked(RegState& st, bool force) {
+    const auto now = steady_clock::now();
+    if (!force && st.rereg_sent != steady_clock::time_point{} && now - st.rereg_sent < cfg.timeout) return false;
+    st.rereg_sent = now;
+    return true;
+  }
+  void reregister_producer_locked(const std::string& channel, bool force = false) {
     auto it = producers.find(channel);
-    if (it == producers.end()) return;
-    json b = producer_body(it->second.reg, pid, host);
+    if (it == producers.end() || it->second.taken_over || !claim_rereg_locked(it->second, force)) return;
+    json b = producer_body(it->second.reg, it->second.token);
     b["corr"] = "rr:p:" + channel;
     outbox.emplace_back(std::string(p::kRegReq), b.dump());
   }
-  void reregister_consumer_locked(const std::string& channel) {
+  void reregister_consumer_locked(const std::string& channel, bool force = false) {
     auto it = consumers.find(channel);
-    if (it == consumers.end()) return;
-    json b = consumer_body(channel, it->second.expected);
+    if (it == consumers.end() || !claim_rereg_locked(it->second, force)) return;
+    json b = consumer_body(channel, it->second.expected, it->second.token);
     b["corr"] = "rr:c:" + channel;
     outbox.emplace_back(std::string(p::kConsumerRegReq), b.dump());
   }
 
   void reregister_all() {
     std::lock_guard lk(mu);
-    for (const auto& [ch, st] : producers) reregister_producer_locked(ch);
-    for (const auto& [ch, st] : consumers) reregister_consumer_locked(ch);
+    for (const auto& [ch, st] : producers) reregister_producer_locked(ch, true);
+    for (const auto& [ch, st] : consumers) reregister_consumer_locked(ch, true);
   }
 
   void send_heartbeats() {
     std::vector<std::string> bodies;
     {
       std::lock_guard lk(mu);
-      auto add = [&](const std::string& ch, const char* role, const std::shared_ptr<ChannelMetrics>& m) {
+      auto add = [&](const std::string& ch, const char* role, const RegState& st) {
+        const auto& m = st.metrics;
         json b = {{"channel", ch}, {"role", role}, {"pid", pid}, {"hostname", host}};
+        if (!st.token.empty()) b["token"] = st.token;
         if (m)
           b["metrics"] = {{"messages", m->messages.load(std::memory_order_relaxed)},
                           {"bytes", m->bytes.load(std::memory_order_relaxed)},
@@ -221,8 +251,9 @@ struct BrokerClient::Impl {
         b["corr"] = std::string("hb:") + role[0] + ":" + ch;
         bodies.push_back(b.dump());
       };
-      for (const auto& [ch, st] : producers) add(ch, "producer", st.metrics);
-      for (const auto& [ch, st] : consumers) add(ch, "consumer", st.metrics);
+      for (const auto& [ch, st] : producers)
+        if (!st.taken_over) add(ch, "producer", st);
+      for (const auto& [ch, st] : consumers) add(ch, "consumer", st);
     }
     for (const auto& b : bodies) send_frames(std::string(p::kHeartbeatReq), b);
   }
@@ -398,41 +429,73 @@ struct BrokerClient::Impl {
       auto c = body.find("error_code");
       if (c != body.end() && c->is_string()) code = c->get<std::string>();
     }
-    std::lock_guard lk(mu);
-    if (corr[0] == 'h') {  // heartbeat answered: only errors come back
-      if (code == p::kNotRegistered) {
-        spdlog::debug("broker does not know {} {}; registering again", producer ? "channel" : "consumer of", channel);
-        if (producer)
-          reregister_producer_locked(channel);
-        else
-          reregister_consumer_locked(channel);
-        wake();
+    std::function<void(const std::string&, const std::string&)> lost;
+    std::string lost_detail;
+    {
+      std::lock_guard lk(mu);
+      if (corr[0] == 'h') {  // heartbeat answered: only errors come back
+        // The broker dropped this registration (silence, restart), or gave the channel to
+        // someone else while we were away: register again; the answer tells which.
+        if (code == p::kNotRegistered || code == p::kNotOwner) {
+          spdlog::debug("broker does not know {} {} ({}); registering again", producer ? "channel" : "consumer of",
+                        channel, code);
+          if (producer) {
+            if (auto it = producers.find(channel); it != producers.end()) it->second.healing = true;
+            reregister_producer_locked(channel);
+          } else {
+            if (auto it = consumers.find(channel); it != consumers.end()) it->second.healing = true;
+            reregister_consumer_locked(channel);
+          }
+          wake();
+        }
+        return;
       }
-      return;
+      // Re-registration reply.
+      RegState* st = nullptr;
+      ProducerState* prod = nullptr;
+      if (producer) {
+        auto it = producers.find(channel);
+        if (it == producers.end()) return;
+        st = prod = &it->second;
+      } else {
+        auto it = consumers.find(channel);
+        if (it == consumers.end()) return;
+        st = &it->second;
+      }
+      st->rereg_sent = {};
+      if (type == p::kError) {
+        auto m = body.find("message");
+        const std::string msg = (m != body.end() && m->is_string()) ? m->get<std::string>() : code;
+        if (prod && (code == p::kChannelExists || code == p::kNotOwner || code == p::kSchemaMismatch)) {
+          // Another producer registered the channel while the broker had dropped ours.
+          prod->taken_over = true;
+          prod->healing = false;
+          spdlog::warn("channel '{}' now belongs to another producer; this one is no longer registered (broker: {})",
+                       channel, printable(msg, 200));
+          lost = lost_callback;
+          lost_detail = msg;
+        } else {
+          if (!st->warned) spdlog::warn("could not register {} again with the broker: {}", channel, printable(msg));
+          st->warned = true;
+          st->healing = true;
+        }
+      } else {
+        if (st->warned || st->healing || spdlog::should_log(spdlog::level::info))
+          spdlog::info("registered {} again with the broker", channel);
+        st->warned = false;
+        st->healing = false;
+        if (std::string t = token_from(body); !t.empty()) st->token = std::move(t);
+        auto iv = body.find("heartbeat_interval_ms");
+        if (iv != body.end() && iv->is_number_unsigned() && iv->get<std::uint64_t>() > 0)
+          hb_interval = milliseconds(std::min<std::uint64_t>(iv->get<std::uint64_t>(), 60000));
+      }
     }
-    // Re-registration reply.
-    bool* warned = nullptr;
-    if (producer) {
-      auto it = producers.find(channel);
-      if (it == producers.end()) return;
-      warned = &it->second.warned;
-    } else {
-      auto it = consumers.find(channel);
-      if (it == consumers.end()) return;
-      warned = &it->second.warned;
-    }
-    if (type == p::kError) {
-      auto m = body.find("message");
-      const std::string msg = (m != body.end() && m->is_string()) ? m->get<std::string>() : code;
-      if (!*warned) spdlog::warn("could not register {} again with the broker: {}", channel, printable(msg));
-      *warned = true;
-    } else {
-      if (*warned || spdlog::should_log(spdlog::level::info))
-        spdlog::info("registered {} again with the broker", channel);
-      *warned = false;
-      auto iv = body.find("heartbeat_interval_ms");
-      if (iv != body.end() && iv->is_number_unsigned() && iv->get<std::uint64_t>() > 0)
-        hb_interval = milliseconds(std::min<std::uint64_t>(iv->get<std::uint64_t>(), 60000));
+    if (lost) {
+      try {
+        lost(channel, lost_detail);
+      } catch (const std::exception& e) {
+        spdlog::warn("registration-lost handler failed: {}", e.what());
+      }
     }
   }
 
@@ -442,9 +505,25 @@ struct BrokerClient::Impl {
       std::lock_guard lk(mu);
       if (type == p::kChannelClosingNotify) {
         auto ch = body.find("channel");
+        auto why = body.find("reason");
         if (ch != body.end() && ch->is_string()) {
-          producers.erase(ch->get<std::string>());
-          consumers.erase(ch->get<std::string>());
+          const std::string& name = ch->get_ref<const std::string&>();
+          if (why != body.end() && why->is_string() && why->get_ref<const std::string&>() == p::kReasonHeartbeatTimeout) {
+            // Removed for silence (ours, or the producer's): not the end. A producer
+            // registers again at once; a consumer keeps trying (heartbeats answered
+            // NOT_REGISTERED) until the channel is back.
+            if (auto it = producers.find(name); it != producers.end() && !it->second.taken_over) {
+              spdlog::info("the broker dropped channel '{}' (heartbeat timeout); registering again", name);
+              it->second.healing = true;
+              reregister_producer_locked(name);
+              wake();
+            }
+            if (auto it = consumers.find(name); it != consumers.end()) it->second.healing = true;
+          } else {
+            // Closed by an administrator, or its producer left: forget it.
+            producers.erase(name);
+            consumers.erase(name);
+          }
         }
       }
       cb = callback;
@@ -621,26 +700,45 @@ std::string BrokerClient::request_raw(const std::string& type, json body) {
 
 json BrokerClient::register_channel(const ChannelRegistration& reg, std::shared_ptr<ChannelMetrics> metrics) {
   validate_channel_name(reg.channel);
-  json ack = impl_->request(std::string(p::kRegReq), Impl::producer_body(reg, impl_->pid, impl_->host));
+  std::string token;
+  {
+    std::lock_guard lk(impl_->mu);
+    if (auto it = impl_->producers.find(reg.channel); it != impl_->producers.end()) token = it->second.token;
+  }
+  json ack = impl_->request(std::string(p::kRegReq), impl_->producer_body(reg, token));
   impl_->adopt_interval(ack);
   {
     std::lock_guard lk(impl_->mu);
-    impl_->producers[reg.channel] = Impl::ProducerState{reg, std::move(metrics), false};
+    Impl::ProducerState st;
+    st.reg = reg;
+    st.metrics = std::move(metrics);
+    st.token = Impl::token_from(ack);
+    impl_->producers[reg.channel] = std::move(st);
   }
   impl_->wake();
   return ack;
 }
 
-void BrokerClient::deregister_channel(const std::string& channel) {
+void BrokerClient::deregister_channel(const std::string& channel, std::optional<std::uint64_t> final_seq) {
+  std::string token;
+  bool ours = true;
   {
     std::lock_guard lk(impl_->mu);
-    impl_->producers.erase(channel);
+    if (auto it = impl_->producers.find(channel); it != impl_->producers.end()) {
+      token = it->second.token;
+      ours = !it->second.taken_over;
+      impl_->producers.erase(it);
+    }
   }
+  if (!ours) return;  // another producer's channel now: not ours to remove
+  json body = {{"channel", channel}, {"producer_pid", impl_->pid}};
+  if (!token.empty()) body["token"] = token;
+  if (final_seq) body["final_seq"] = *final_seq;
   try {
-    impl_->request(std::string(p::kDeregReq), {{"channel", channel}, {"producer_pid", impl_->pid}});
+    impl_->request(std::string(p::kDeregReq), std::move(body));
   } catch (const NotFoundError&) {
   } catch (const BrokerErrorReply& e) {
-    if (e.error_code() != p::kNotRegistered) throw;
+    if (e.error_code() != p::kNotRegistered && e.error_code() != p::kNotOwner) throw;
   }
 }
 
@@ -654,29 +752,63 @@ json BrokerClient::discover(const std::string& channel) {
 json BrokerClient::register_consumer(const std::string& channel, std::optional<std::uint64_t> expected,
                                      std::shared_ptr<ChannelMetrics> metrics) {
   validate_channel_name(channel);
-  json ack = impl_->request(std::string(p::kConsumerRegReq), impl_->consumer_body(channel, expected));
+  std::string token;
+  {
+    std::lock_guard lk(impl_->mu);
+    if (auto it = impl_->consumers.find(channel); it != impl_->consumers.end()) token = it->second.token;
+  }
+  json ack = impl_->request(std::string(p::kConsumerRegReq), impl_->consumer_body(channel, expected, token));
   validate_attach_info(ack, "CONSUMER_REG_ACK");
   impl_->adopt_interval(ack);
   {
     std::lock_guard lk(impl_->mu);
-    impl_->consumers[channel] = Impl::ConsumerState{expected, std::move(metrics), false};
+    Impl::ConsumerState st;
+    st.expected = expected;
+    st.metrics = std::move(metrics);
+    st.token = Impl::token_from(ack);
+    impl_->consumers[channel] = std::move(st);
   }
   impl_->wake();
   return ack;
 }
 
 void BrokerClient::deregister_consumer(const std::string& channel) {
+  std::string token;
   {
     std::lock_guard lk(impl_->mu);
-    impl_->consumers.erase(channel);
+    if (auto it = impl_->consumers.find(channel); it != impl_->consumers.end()) {
+      token = it->second.token;
+      impl_->consumers.erase(it);
+    }
   }
+  json body = {{"channel", channel}, {"consumer_pid", impl_->pid}, {"consumer_hostname", impl_->host}};
+  if (!token.empty()) body["token"] = token;
   try {
-    impl_->request(std::string(p::kConsumerDeregReq),
-                   {{"channel", channel}, {"consumer_pid", impl_->pid}, {"consumer_hostname", impl_->host}});
+    impl_->request(std::string(p::kConsumerDeregReq), std::move(body));
   } catch (const NotFoundError&) {
   } catch (const BrokerErrorReply& e) {
-    if (e.error_code() != p::kNotRegistered) throw;
+    if (e.error_code() != p::kNotRegistered && e.error_code() != p::kNotOwner) throw;
   }
+}
+
+BrokerClient::RegistrationState BrokerClient::producer_state(const std::string& channel) const {
+  std::lock_guard lk(impl_->mu);
+  auto it = impl_->producers.find(channel);
+  if (it == impl_->producers.end()) return RegistrationState::none;
+  if (it->second.taken_over) return RegistrationState::taken_over;
+  return it->second.healing ? RegistrationState::healing : RegistrationState::active;
+}
+
+BrokerClient::RegistrationState BrokerClient::consumer_state(const std::string& channel) const {
+  std::lock_guard lk(impl_->mu);
+  auto it = impl_->consumers.find(channel);
+  if (it == impl_->consumers.end()) return RegistrationState::none;
+  return it->second.healing ? RegistrationState::healing : RegistrationState::active;
+}
+
+void BrokerClient::on_registration_lost(std::function<void(const std::string&, const std::string&)> cb) {
+  std::lock_guard lk(impl_->mu);
+  impl_->lost_callback = std::move(cb);
 }
 
 void BrokerClient::on_notification(std::function<void(const std::string&, const json&)> cb) {

@@ -1,5 +1,6 @@
 #include "plh/channel_registry.hpp"
 
+#include <sodium.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -31,15 +32,88 @@ const json* corr_of(const json& req) {
   return nullptr;
 }
 
+// 128 random bits as 32 hex digits: a registration token.
+std::string new_token() {
+  unsigned char raw[16];
+  randombytes_buf(raw, sizeof raw);
+  char hex[2 * sizeof raw + 1];
+  sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+  return hex;
+}
+
+// Constant-time comparison of a secret the peer sent with the one we hold.
+bool same_secret(std::string_view given, std::string_view want) {
+  if (want.empty() || given.size() != want.size()) return false;
+  return sodium_memcmp(given.data(), want.data(), want.size()) == 0;
+}
+
+std::optional<std::string> token_of(const json& req) { return p::optional_string(req, "token", 64); }
+
+bool is_refusal(std::string_view code) {
+  return code == p::kNotOwner || code == p::kUnauthorized || code == p::kLimitExceeded;
+}
+
 }  // namespace
 
-ChannelRegistry::ChannelRegistry(RegistryConfig config)
-    : config_(std::move(config)), started_(std::chrono::steady_clock::now()) {}
+bool is_loopback_address(std::string_view a) noexcept {
+  if (a.size() > 7 && (a.substr(0, 7) == "::ffff:" || a.substr(0, 7) == "::FFFF:")) a.remove_prefix(7);
+  if (a == "::1") return true;
+  if (a.size() < 7 || a.substr(0, 4) != "127.") return false;
+  int dots = 0;
+  for (char c : a) {
+    if (c == '.') ++dots;
+    else if (c < '0' || c > '9') return false;
+  }
+  return dots == 3;
+}
 
-std::size_t ChannelRegistry::consumer_count() const noexcept {
-  std::size_t n = 0;
-  for (const auto& [name, ch] : channels_) n += ch.consumers.size();
-  return n;
+ChannelRegistry::ChannelRegistry(RegistryConfig config)
+    : config_(std::move(config)), started_(std::chrono::steady_clock::now()) {
+  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+}
+
+bool ChannelRegistry::owns(const Peer& p, const std::optional<std::string>& token) {
+  return token && (same_secret(*token, p.token) || same_secret(*token, p.alias));
+}
+
+void ChannelRegistry::count(ClientCounts& counts, const std::string& client, int delta) {
+  if (delta > 0) {
+    counts[client] += static_cast<std::size_t>(delta);
+    return;
+  }
+  auto it = counts.find(client);
+  if (it == counts.end()) return;
+  if (it->second <= 1)
+    counts.erase(it);
+  else
+    --it->second;
+}
+
+void ChannelRegistry::rebind(Peer& p, ClientCounts& counts, const PeerInfo& peer) {
+  if (p.identity != peer.routing_id) p.identity = peer.routing_id;
+  if (p.client != peer.client()) {
+    count(counts, p.client, -1);
+    p.client = peer.client();
+    count(counts, p.client, +1);
+  }
+}
+
+void ChannelRegistry::warn_limited(SteadyTime now, const std::string& line) {
+  roll_warnings(now);
+  if (++warnings_in_window_ > 5) {
+    ++warnings_suppressed_;
+    return;
+  }
+  spdlog::warn("{}", line);
+}
+
+void ChannelRegistry::roll_warnings(SteadyTime now) {
+  if (now - warning_window_ < std::chrono::seconds(1)) return;
+  if (warnings_suppressed_ > 0)
+    spdlog::warn("{} more refused requests or ignored metrics in the last second (not logged)", warnings_suppressed_);
+  warning_window_ = now;
+  warnings_in_window_ = 0;
+  warnings_suppressed_ = 0;
 }
 
 void ChannelRegistry::reply(std::string_view id, std::string_view type, json body, const json& req,
@@ -53,8 +127,16 @@ void ChannelRegistry::reject(std::string_view id, std::string_view code, std::st
   reply(id, p::kError, p::error_body(code, message), json(), out);
 }
 
-void ChannelRegistry::handle(std::string_view id, std::string_view type, std::string_view body, SteadyTime now,
+void ChannelRegistry::handle(std::string_view identity, std::string_view type, std::string_view body, SteadyTime now,
                              std::vector<Outbound>& out) {
+  PeerInfo peer;
+  peer.routing_id = std::string(identity);
+  handle(peer, type, body, now, out);
+}
+
+void ChannelRegistry::handle(const PeerInfo& peer, std::string_view type, std::string_view body, SteadyTime now,
+                             std::vector<Outbound>& out) {
+  const std::string_view id = peer.routing_id;
   json req = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (req.is_discarded()) {
     reject(id, p::kInvalidRequest, "body is not valid JSON", out);
@@ -63,17 +145,21 @@ void ChannelRegistry::handle(std::string_view id, std::string_view type, std::st
   try {
     if (!req.is_object()) throw p::ProtocolError(p::kInvalidRequest, "body must be a JSON object");
     if (type == p::kDiscReq) on_disc(id, req, out);
-    else if (type == p::kHeartbeatReq) on_heartbeat(id, req, now, out);
-    else if (type == p::kRegReq) on_reg(id, req, now, out);
-    else if (type == p::kDeregReq) on_dereg(id, req, out);
-    else if (type == p::kConsumerRegReq) on_consumer_reg(id, req, now, out);
-    else if (type == p::kConsumerDeregReq) on_consumer_dereg(id, req, out);
+    else if (type == p::kHeartbeatReq) on_heartbeat(peer, req, now, out);
+    else if (type == p::kRegReq) on_reg(peer, req, now, out);
+    else if (type == p::kDeregReq) on_dereg(peer, req, out);
+    else if (type == p::kConsumerRegReq) on_consumer_reg(peer, req, now, out);
+    else if (type == p::kConsumerDeregReq) on_consumer_dereg(peer, req, out);
     else if (type == p::kListReq) on_list(id, req, now, out);
     else if (type == p::kPingReq) on_ping(id, req, now, out);
-    else if (type == p::kCloseReq) on_close(id, req, out);
+    else if (type == p::kCloseReq) on_close(peer, req, out);
     else if (type == p::kChecksumErrorReport) on_checksum_report(id, req, out);
     else throw p::ProtocolError(p::kUnknownMsgType, "unknown message type '" + printable(type) + "'");
   } catch (const p::ProtocolError& e) {
+    if (is_refusal(e.code()))
+      warn_limited(now, "refused " + printable(type) + " from " +
+                            (peer.address.empty() ? std::string("?") : printable(peer.address, 64)) + ": " +
+                            std::string(e.code()) + ": " + e.what());
     reply(id, p::kError, p::error_body(e.code(), e.what()), req, out);
   } catch (const std::exception& e) {
     // json type errors and the like: the request was malformed in a way not caught above.
@@ -106,7 +192,7 @@ void ChannelRegistry::rebuild_prefixes(Channel& ch, milliseconds interval) {
   ch.list_prefix.back() = ',';  // '}' -> ','
 }
 
-void ChannelRegistry::on_reg(std::string_view id, const json& req, SteadyTime now, std::vector<Outbound>& out) {
+void ChannelRegistry::on_reg(const PeerInfo& peer, const json& req, SteadyTime now, std::vector<Outbound>& out) {
   Channel ch;
   ch.name = p::require_channel(req);
   ch.transport = p::optional_string(req, "transport", 16).value_or("zmq");
@@ -124,40 +210,34 @@ void ChannelRegistry::on_reg(std::string_view id, const json& req, SteadyTime no
   ch.schema_version = p::optional_string(req, "schema_version", 255).value_or("");
   ch.producer.pid = p::require_pid(req, "producer_pid");
   ch.producer.hostname = p::optional_string(req, "producer_hostname", 255).value_or("");
+  ch.producer.host_id = p::optional_string(req, "host_id", 64).value_or("");
   ch.pubkey = p::optional_string(req, "pubkey", 64);
+  const auto token = token_of(req);
   if (auto it = req.find("metadata"); it != req.end() && !it->is_null()) {
     if (!it->is_object()) throw p::ProtocolError(p::kInvalidRequest, "field 'metadata' must be an object");
     ch.metadata = *it;
   } else {
     ch.metadata = json::object();
   }
-  ch.producer.identity = std::string(id);
+  ch.producer.identity = peer.routing_id;
+  ch.producer.client = peer.client();
   ch.producer.last_seen = now;
   ch.registered = now;
   ch.registered_ns = realtime_ns();
 
-  bool reregistered = false;
+  std::vector<Outbound> closing;  // notifications for a replaced entry
+  // What to do with an existing entry: only its owner (the token) updates it; anyone
+  // else gets it only once the owner is dead.
+  enum class Action { fresh, again, replace } action = Action::fresh;
+  bool old_exited = false;
   auto it = channels_.find(ch.name);
   if (it != channels_.end()) {
     Channel& old = it->second;
-    const bool same_producer = old.producer.pid == ch.producer.pid && old.producer.hostname == ch.producer.hostname;
-    if (same_producer) {
-      // The same process again (reconnect or broker restart seen late): keep consumers and counters.
-      ch.consumers = std::move(old.consumers);
-      ch.registered = old.registered;
-      ch.registered_ns = old.registered_ns;
-      ch.producer.messages = old.producer.messages;
-      ch.producer.bytes = old.producer.bytes;
-      ch.producer.gaps = old.producer.gaps;
-      ch.producer.prev = old.producer.prev;
-      ch.producer.last = old.producer.last;
-      ch.producer.samples = old.producer.samples;
-      reregistered = true;
-    } else if (peer_is_dead(old.producer)) {
-      spdlog::info("channel {}: previous producer pid {} is gone; replaced by pid {}", ch.name, old.producer.pid,
-                   ch.producer.pid);
-      close_channel(it, p::kReasonHeartbeatTimeout, p::kReasonProcessExited, false, out);
-      it = channels_.end();
+    old_exited = peer_is_dead(old.producer);
+    if (owns(old.producer, token)) {
+      action = Action::again;
+    } else if (old_exited || now - old.producer.last_seen > config_.heartbeat_timeout) {
+      action = Action::replace;
     } else if (old.schema_hash != ch.schema_hash) {
       json note = {{"channel", ch.name},
                    {"event", "schema_mismatch"},
@@ -167,30 +247,71 @@ void ChannelRegistry::on_reg(std::string_view id, const json& req, SteadyTime no
                    {"attempted_pid", ch.producer.pid},
                    {"attempted_hostname", ch.producer.hostname}};
       out.push_back(Outbound{old.producer.identity, std::string(p::kChannelErrorNotify), note.dump()});
-      // The error reply goes first in `out` order is irrelevant to ROUTER; keep it simple.
       throw p::ProtocolError(p::kSchemaMismatch, "channel '" + ch.name + "' is registered with schema hash " +
                                                      std::to_string(old.schema_hash) + ", not " +
                                                      std::to_string(ch.schema_hash));
     } else {
-      throw p::ProtocolError(p::kChannelExists, "channel '" + ch.name + "' is already registered by pid " +
-                                                    std::to_string(old.producer.pid) + " on " +
-                                                    (old.producer.hostname.empty() ? "?" : old.producer.hostname));
+      const std::string owner = "pid " + std::to_string(old.producer.pid) + " on " +
+                                (old.producer.hostname.empty() ? "?" : old.producer.hostname);
+      if (token)
+        throw p::ProtocolError(p::kNotOwner, "channel '" + ch.name + "' is owned by another producer (" + owner +
+                                                 "): the registration token does not match");
+      throw p::ProtocolError(p::kChannelExists, "channel '" + ch.name + "' is already registered by " + owner);
     }
   }
+  if (action != Action::again && config_.max_channels_per_client > 0) {
+    auto n = channels_per_client_.find(ch.producer.client);
+    if (n != channels_per_client_.end() && n->second >= config_.max_channels_per_client)
+      throw p::ProtocolError(p::kLimitExceeded, "this client already has " + std::to_string(n->second) +
+                                                    " channels registered (the broker's limit per client)");
+  }
+  if (action == Action::replace) {
+    spdlog::info("channel {}: previous producer pid {} {}; taken over by pid {}", ch.name, it->second.producer.pid,
+                 old_exited ? "is gone" : "stopped heartbeating", ch.producer.pid);
+    // A producer that only went silent is told, should it come back. (After the reply.)
+    close_channel(it, p::kReasonHeartbeatTimeout, old_exited ? p::kReasonProcessExited : "", !old_exited, closing);
+    it = channels_.end();
+  }
+  if (action == Action::again) {
+    // The owner again (reconnect, or a broker restart seen late): keep consumers and counters.
+    Peer& was = it->second.producer;
+    ch.consumers = std::move(it->second.consumers);
+    ch.registered = it->second.registered;
+    ch.registered_ns = it->second.registered_ns;
+    ch.producer.token = was.token;
+    ch.producer.alias = was.alias;
+    ch.producer.messages = was.messages;
+    ch.producer.bytes = was.bytes;
+    ch.producer.gaps = was.gaps;
+    ch.producer.prev = was.prev;
+    ch.producer.last = was.last;
+    ch.producer.samples = was.samples;
+    if (was.client != ch.producer.client) {
+      count(channels_per_client_, was.client, -1);
+      count(channels_per_client_, ch.producer.client, +1);
+    }
+  } else {
+    ch.producer.token = new_token();
+    ch.producer.alias = token.value_or("");
+    count(channels_per_client_, ch.producer.client, +1);
+  }
+  const bool reregistered = action == Action::again;
   rebuild_prefixes(ch, config_.heartbeat_interval);
   json ack = {{"status", "ok"},
               {"channel", ch.name},
               {"heartbeat_interval_ms", config_.heartbeat_interval.count()},
               {"heartbeat_timeout_ms", config_.heartbeat_timeout.count()},
               {"consumer_count", ch.consumers.size()},
-              {"reregistered", reregistered}};
+              {"reregistered", reregistered},
+              {"token", ch.producer.token}};
   const std::string name = ch.name;
   if (it != channels_.end())
     it->second = std::move(ch);
   else
     channels_.emplace(name, std::move(ch));
   spdlog::debug("channel {} registered ({})", name, reregistered ? "again" : "new");
-  reply(id, p::kRegAck, std::move(ack), req, out);
+  reply(peer.routing_id, p::kRegAck, std::move(ack), req, out);
+  for (auto& m : closing) out.push_back(std::move(m));
 }
 
 void ChannelRegistry::on_disc(std::string_view id, const json& req, std::vector<Outbound>& out) {
@@ -212,26 +333,33 @@ void ChannelRegistry::on_disc(std::string_view id, const json& req, std::vector<
   out.push_back(Outbound{std::string(id), std::string(p::kDiscAck), std::move(body)});
 }
 
-void ChannelRegistry::on_dereg(std::string_view id, const json& req, std::vector<Outbound>& out) {
+void ChannelRegistry::on_dereg(const PeerInfo& peer, const json& req, std::vector<Outbound>& out) {
   const std::string& name = p::require_channel(req);
-  const auto pid = p::require_pid(req, "producer_pid");
+  const auto token = token_of(req);
+  const auto final_seq = p::optional_u64(req, "final_seq");
   auto it = channels_.find(name);
   if (it == channels_.end()) throw p::ProtocolError(p::kChannelNotFound, "channel '" + name + "' not found");
-  if (it->second.producer.pid != pid)
-    throw p::ProtocolError(p::kNotRegistered,
-                           "pid " + std::to_string(pid) + " is not the producer of channel '" + name + "'");
-  reply(id, p::kDeregAck, {{"status", "ok"}, {"channel", name}}, req, out);
-  close_channel(it, p::kReasonProducerDeregistered, "", false, out);
+  if (!owns(it->second.producer, token))
+    throw p::ProtocolError(p::kNotOwner, "not the producer of channel '" + name + "' (" +
+                                             (token ? "the registration token does not match" : "no registration token") +
+                                             ")");
+  reply(peer.routing_id, p::kDeregAck, {{"status", "ok"}, {"channel", name}}, req, out);
+  json extra = json::object();
+  if (final_seq) extra["final_seq"] = *final_seq;
+  close_channel(it, p::kReasonProducerDeregistered, "", false, out, extra);
 }
 
-void ChannelRegistry::on_consumer_reg(std::string_view id, const json& req, SteadyTime now,
+void ChannelRegistry::on_consumer_reg(const PeerInfo& peer, const json& req, SteadyTime now,
                                       std::vector<Outbound>& out) {
   const std::string& name = p::require_channel(req);
   Consumer c;
   c.pid = p::require_pid(req, "consumer_pid");
   c.hostname = p::optional_string(req, "consumer_hostname", 255).value_or("");
+  c.host_id = p::optional_string(req, "host_id", 64).value_or("");
   c.expected_schema_hash = p::optional_u64(req, "expected_schema_hash");
-  c.identity = std::string(id);
+  const auto token = token_of(req);
+  c.identity = peer.routing_id;
+  c.client = peer.client();
   c.last_seen = now;
   auto it = channels_.find(name);
   if (it == channels_.end()) throw p::ProtocolError(p::kChannelNotFound, "channel '" + name + "' not found");
@@ -248,21 +376,35 @@ void ChannelRegistry::on_consumer_reg(std::string_view id, const json& req, Stea
                                                    std::to_string(ch.schema_hash) + ", expected " +
                                                    std::to_string(*c.expected_schema_hash));
   }
-  auto existing = std::find_if(ch.consumers.begin(), ch.consumers.end(),
-                               [&](const Consumer& x) { return x.pid == c.pid && x.hostname == c.hostname; });
+  // The same consumer again (its token): update it; anything else is a new entry.
+  auto existing = std::find_if(ch.consumers.begin(), ch.consumers.end(), [&](const Consumer& x) { return owns(x, token); });
   const bool is_new = existing == ch.consumers.end();
+  std::string issued;
   if (is_new) {
+    if (config_.max_consumers_per_client > 0) {
+      auto n = consumers_per_client_.find(c.client);
+      if (n != consumers_per_client_.end() && n->second >= config_.max_consumers_per_client)
+        throw p::ProtocolError(p::kLimitExceeded, "this client already has " + std::to_string(n->second) +
+                                                      " consumers registered (the broker's limit per client)");
+    }
+    c.token = new_token();
+    c.alias = token.value_or("");
+    issued = c.token;
+    count(consumers_per_client_, c.client, +1);
+    ++consumer_total_;
     ch.consumers.push_back(std::move(c));
   } else {
-    existing->identity = c.identity;
+    rebind(*existing, consumers_per_client_, peer);
     existing->last_seen = now;
     existing->expected_schema_hash = c.expected_schema_hash;
+    issued = existing->token;
   }
   // The ACK carries what DISC_ACK carries, so a consumer can attach from it directly.
   json ack = json::parse(ch.disc_prefix + "}");
   ack["consumer_count"] = ch.consumers.size();
   ack["heartbeat_timeout_ms"] = config_.heartbeat_timeout.count();
-  reply(id, p::kConsumerRegAck, std::move(ack), req, out);
+  ack["token"] = issued;
+  reply(peer.routing_id, p::kConsumerRegAck, std::move(ack), req, out);
   if (is_new) {
     const Consumer& added = ch.consumers.back();
     json note = {{"channel", name},
@@ -273,65 +415,119 @@ void ChannelRegistry::on_consumer_reg(std::string_view id, const json& req, Stea
   }
 }
 
-void ChannelRegistry::on_consumer_dereg(std::string_view id, const json& req, std::vector<Outbound>& out) {
+std::vector<ChannelRegistry::Consumer>::iterator ChannelRegistry::erase_consumer(Channel& ch,
+                                                                                 std::vector<Consumer>::iterator c) {
+  count(consumers_per_client_, c->client, -1);
+  --consumer_total_;
+  return ch.consumers.erase(c);
+}
+
+// The consumer of `ch` that `token` proves; else end(), after throwing NOT_OWNER when the
+// request names (by pid, and host name when given) a consumer it does not own.
+namespace {
+template <class Consumers, class Owns>
+auto find_consumer(Consumers& consumers, Owns owns, const std::optional<std::string>& token, std::int64_t pid,
+                   const std::optional<std::string>& host, const std::string& channel, const std::string& role) {
+  auto c = std::find_if(consumers.begin(), consumers.end(), owns);
+  if (c != consumers.end()) return c;
+  const bool named = std::any_of(consumers.begin(), consumers.end(),
+                                 [&](const auto& x) { return x.pid == pid && (!host || x.hostname == *host); });
+  if (named)
+    throw p::ProtocolError(p::kNotOwner, role + " pid " + std::to_string(pid) + " of channel '" + channel +
+                                             "' is another client's registration (" +
+                                             (token ? "the registration token does not match" : "no registration token") +
+                                             ")");
+  throw p::ProtocolError(p::kNotRegistered,
+                         role + " pid " + std::to_string(pid) + " is not registered on channel '" + channel + "'");
+}
+}  // namespace
+
+void ChannelRegistry::on_consumer_dereg(const PeerInfo& peer, const json& req, std::vector<Outbound>& out) {
   const std::string& name = p::require_channel(req);
   const auto pid = p::require_pid(req, "consumer_pid");
   const auto host = p::optional_string(req, "consumer_hostname", 255);
+  const auto token = token_of(req);
   auto it = channels_.find(name);
   if (it == channels_.end()) throw p::ProtocolError(p::kChannelNotFound, "channel '" + name + "' not found");
   Channel& ch = it->second;
-  auto c = std::find_if(ch.consumers.begin(), ch.consumers.end(),
-                        [&](const Consumer& x) { return x.pid == pid && (!host || x.hostname == *host); });
-  if (c == ch.consumers.end())
-    throw p::ProtocolError(p::kNotRegistered,
-                           "pid " + std::to_string(pid) + " is not a consumer of channel '" + name + "'");
+  auto c = find_consumer(
+      ch.consumers, [&](const Consumer& x) { return owns(x, token); }, token, pid, host, name, "consumer");
   json note = {{"channel", name}, {"consumer_pid", c->pid}, {"consumer_hostname", c->hostname}};
-  ch.consumers.erase(c);
+  erase_consumer(ch, c);
   note["consumer_count"] = ch.consumers.size();
-  reply(id, p::kConsumerDeregAck, {{"status", "ok"}, {"channel", name}}, req, out);
+  reply(peer.routing_id, p::kConsumerDeregAck, {{"status", "ok"}, {"channel", name}}, req, out);
   out.push_back(Outbound{ch.producer.identity, std::string(p::kConsumerLeftNotify), note.dump()});
 }
 
-void ChannelRegistry::update_metrics(Peer& peer, const json& req, SteadyTime now) {
+std::optional<ChannelRegistry::Metrics> ChannelRegistry::parse_metrics(const json& req) {
   auto it = req.find("metrics");
-  if (it == req.end() || it->is_null()) return;
+  if (it == req.end() || it->is_null()) return std::nullopt;
   if (!it->is_object()) throw p::ProtocolError(p::kInvalidRequest, "field 'metrics' must be an object");
-  const auto messages = p::optional_u64(*it, "messages");
-  const auto bytes = p::optional_u64(*it, "bytes");
-  const auto gaps = p::optional_u64(*it, "gaps");
-  if (messages) peer.messages = *messages;
-  if (bytes) peer.bytes = *bytes;
-  if (gaps) peer.gaps = *gaps;
+  return Metrics{p::optional_u64(*it, "messages"), p::optional_u64(*it, "bytes"), p::optional_u64(*it, "gaps")};
+}
+
+void ChannelRegistry::update_metrics(Peer& peer, const Metrics& sample, SteadyTime now) {
+  const std::uint64_t messages = sample.messages.value_or(peer.messages);
+  const std::uint64_t bytes = sample.bytes.value_or(peer.bytes);
+  const std::uint64_t gaps = sample.gaps.value_or(peer.gaps);
+  if (peer.samples > 0) {
+    // Totals so far: they never go backwards, and grow no faster than any real stream.
+    const char* problem = nullptr;
+    if (messages < peer.messages || bytes < peer.bytes || gaps < peer.gaps) {
+      problem = "a counter went backwards";
+    } else {
+      const double dt = std::max(std::chrono::duration<double>(now - peer.last.t).count(), 1e-3);
+      if (static_cast<double>(messages - peer.messages) / dt > kMaxMessagesPerSecond ||
+          static_cast<double>(bytes - peer.bytes) / dt > kMaxBytesPerSecond)
+        problem = "implausible rate";
+    }
+    if (problem) {
+      ++rejected_samples_;
+      warn_limited(now, std::string("ignored the metrics of a heartbeat from pid ") + std::to_string(peer.pid) + ": " +
+                            problem + " (messages " + std::to_string(peer.messages) + " -> " +
+                            std::to_string(messages) + ", bytes " + std::to_string(peer.bytes) + " -> " +
+                            std::to_string(bytes) + ")");
+      return;
+    }
+  }
+  peer.messages = messages;
+  peer.bytes = bytes;
+  peer.gaps = gaps;
   peer.prev = peer.last;
   peer.last = Sample{now, peer.messages, peer.bytes};
   if (peer.samples < 2) ++peer.samples;
 }
 
-void ChannelRegistry::on_heartbeat(std::string_view id, const json& req, SteadyTime now, std::vector<Outbound>& /*out*/) {
+void ChannelRegistry::on_heartbeat(const PeerInfo& peer, const json& req, SteadyTime now,
+                                   std::vector<Outbound>& /*out*/) {
   const std::string& name = p::require_channel(req);
   const std::string& role = p::require_string(req, "role", 16);
   const auto pid = p::require_pid(req, "pid");
   const auto host = p::optional_string(req, "hostname", 255);
+  const auto token = token_of(req);
+  const auto metrics = parse_metrics(req);
   if (role != "producer" && role != "consumer")
     throw p::ProtocolError(p::kInvalidRequest, "field 'role' must be \"producer\" or \"consumer\"");
   auto it = channels_.find(name);
-  Peer* peer = nullptr;
-  if (it != channels_.end()) {
-    Channel& ch = it->second;
-    if (role == "producer") {
-      if (ch.producer.pid == pid && (!host || ch.producer.hostname == *host)) peer = &ch.producer;
-    } else {
-      auto c = std::find_if(ch.consumers.begin(), ch.consumers.end(),
-                            [&](const Consumer& x) { return x.pid == pid && (!host || x.hostname == *host); });
-      if (c != ch.consumers.end()) peer = &*c;
-    }
-  }
-  if (!peer)
+  if (it == channels_.end())
     throw p::ProtocolError(p::kNotRegistered,
                            role + " pid " + std::to_string(pid) + " is not registered on channel '" + name + "'");
-  peer->last_seen = now;
-  if (peer->identity != id) peer->identity = std::string(id);
-  update_metrics(*peer, req, now);
+  Channel& ch = it->second;
+  Peer* entry = nullptr;
+  if (role == "producer") {
+    if (!owns(ch.producer, token))
+      throw p::ProtocolError(p::kNotOwner, "not the producer of channel '" + name + "' (" +
+                                               (token ? "the registration token does not match" : "no registration token") +
+                                               ")");
+    entry = &ch.producer;
+    rebind(*entry, channels_per_client_, peer);
+  } else {
+    entry = &*find_consumer(
+        ch.consumers, [&](const Consumer& x) { return owns(x, token); }, token, pid, host, name, "consumer");
+    rebind(*entry, consumers_per_client_, peer);
+  }
+  entry->last_seen = now;
+  if (metrics) update_metrics(*entry, *metrics, now);
 }
 
 namespace {
@@ -435,8 +631,9 @@ void ChannelRegistry::on_ping(std::string_view id, const json& req, SteadyTime n
   json ack = {{"status", "ok"},
               {"uptime_s", std::chrono::duration<double>(now - started_).count()},
               {"channels", channels_.size()},
-              {"consumers", consumer_count()},
+              {"consumers", consumer_total_},
               {"hostname", config_.hostname},
+              {"host_id", config_.host_id},
               {"heartbeat_interval_ms", config_.heartbeat_interval.count()},
               {"heartbeat_timeout_ms", config_.heartbeat_timeout.count()},
               {"time_ns", realtime_ns()}};
@@ -445,24 +642,21 @@ void ChannelRegistry::on_ping(std::string_view id, const json& req, SteadyTime n
   reply(id, p::kPingAck, std::move(ack), req, out);
 }
 
-void ChannelRegistry::on_close(std::string_view id, const json& req, std::vector<Outbound>& out) {
+void ChannelRegistry::on_close(const PeerInfo& peer, const json& req, std::vector<Outbound>& out) {
   if (config_.admin_token) {
     const auto token = p::optional_string(req, "admin_token", 4096);
-    const std::string& want = *config_.admin_token;
-    bool ok = token && token->size() == want.size();
-    if (ok) {
-      unsigned char diff = 0;
-      for (std::size_t i = 0; i < want.size(); ++i) diff |= static_cast<unsigned char>((*token)[i] ^ want[i]);
-      ok = diff == 0;
-    }
-    if (!ok)
+    if (!token || !same_secret(*token, *config_.admin_token))
       throw p::ProtocolError(p::kUnauthorized, token ? "admin token does not match" : "this broker requires an admin token");
+  } else if (!peer.loopback) {
+    throw p::ProtocolError(p::kUnauthorized,
+                           "this broker has no admin token, so it accepts CLOSE_REQ only from its own machine "
+                           "(loopback); start plh-broker with --admin-token-file to close channels from elsewhere");
   }
   const std::string& name = p::require_channel(req);
   auto it = channels_.find(name);
   if (it == channels_.end()) throw p::ProtocolError(p::kChannelNotFound, "channel '" + name + "' not found");
   const auto notified = it->second.consumers.size() + 1;
-  reply(id, p::kCloseAck, {{"status", "ok"}, {"channel", name}, {"notified", notified}}, req, out);
+  reply(peer.routing_id, p::kCloseAck, {{"status", "ok"}, {"channel", name}, {"notified", notified}}, req, out);
   spdlog::info("channel {} closed by admin request", name);
   close_channel(it, p::kReasonAdminRequested, "", true, out);
 }
@@ -478,23 +672,31 @@ void ChannelRegistry::on_checksum_report(std::string_view id, const json& req, s
   (void)id;
 }
 
-void ChannelRegistry::close_channel(std::unordered_map<std::string, Channel>::iterator it, std::string_view reason,
-                                    std::string_view detail, bool tell_producer, std::vector<Outbound>& out) {
+void ChannelRegistry::close_channel(ChannelMap::iterator it, std::string_view reason, std::string_view detail,
+                                    bool tell_producer, std::vector<Outbound>& out, const json& extra) {
   Channel& ch = it->second;
   json note = {{"channel", ch.name}, {"reason", reason}};
   if (!detail.empty()) note["detail"] = detail;
+  for (const auto& [k, v] : extra.items()) note[k] = v;
   const std::string body = note.dump();
-  for (const auto& c : ch.consumers) out.push_back(Outbound{c.identity, std::string(p::kChannelClosingNotify), body});
+  for (const auto& c : ch.consumers) {
+    out.push_back(Outbound{c.identity, std::string(p::kChannelClosingNotify), body});
+    count(consumers_per_client_, c.client, -1);
+  }
+  consumer_total_ -= ch.consumers.size();
+  count(channels_per_client_, ch.producer.client, -1);
   if (tell_producer) out.push_back(Outbound{ch.producer.identity, std::string(p::kChannelClosingNotify), body});
   channels_.erase(it);
 }
 
 bool ChannelRegistry::peer_is_dead(const Peer& peer) const {
-  if (!config_.local_pid_alive || peer.hostname.empty() || peer.hostname != config_.hostname) return false;
+  // kill(pid, 0) means something only in the broker's own kernel and PID namespace.
+  if (!config_.local_pid_alive || config_.host_id.empty() || peer.host_id != config_.host_id) return false;
   return !config_.local_pid_alive(peer.pid);
 }
 
 void ChannelRegistry::sweep(SteadyTime now, std::vector<Outbound>& out) {
+  roll_warnings(now);
   const auto timeout = config_.heartbeat_timeout;
   for (auto it = channels_.begin(); it != channels_.end();) {
     Channel& ch = it->second;
@@ -516,7 +718,7 @@ void ChannelRegistry::sweep(SteadyTime now, std::vector<Outbound>& out) {
                      {"reason", c_timed_out ? p::kReasonHeartbeatTimeout : p::kReasonProcessExited}};
         spdlog::info("channel {}: consumer pid {} removed ({})", ch.name, c->pid,
                      c_timed_out ? "heartbeat timeout" : "process exited");
-        c = ch.consumers.erase(c);
+        c = erase_consumer(ch, c);
         note["consumer_count"] = ch.consumers.size();
         out.push_back(Outbound{ch.producer.identity, std::string(p::kConsumerDiedNotify), note.dump()});
       } else {

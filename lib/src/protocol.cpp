@@ -93,7 +93,9 @@ void throw_error_reply(std::string_view request_type, const json& body) {
   if (message.size() > 512) message.resize(512);
   if (code == kChannelNotFound) throw NotFoundError(message);
   if (code == kSchemaMismatch || code == kUnauthorized) throw RefusedError(message);
-  throw BrokerErrorReply(code, "broker refused " + req + ": " + code + ": " + message);
+  const bool refused = code == kNotOwner || code == kLimitExceeded;
+  throw BrokerErrorReply(code, "broker refused " + req + ": " + code + ": " + message,
+                         refused ? ExitCode::refused : ExitCode::failure);
 }
 
 }  // namespace plh::protocol

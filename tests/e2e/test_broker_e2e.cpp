@@ -120,10 +120,18 @@ TEST_CASE("liveness: a producer process killed on this host disappears", "[e2e][
   auto b = BrokerProcess::start({"--heartbeat-interval", "50ms", "--heartbeat-timeout", "10s"});
   // A real producer process: python registers with this host name and its own pid, then sleeps.
   const std::string script =
-      "import zmq,json,os,socket,sys,time\n"
+      "import zmq,json,os,socket,sys,time,hashlib\n"
+      "def rd(*ps):\n"  // host_id as docs/protocol.md gives it
+      "  for p in ps:\n"
+      "    try: return open(p).read().strip()\n"
+      "    except OSError: pass\n"
+      "  return ''\n"
+      "hid=hashlib.sha256((rd('/etc/machine-id','/var/lib/dbus/machine-id')+'\\n'"
+      "+rd('/proc/sys/kernel/random/boot_id')+'\\n'"
+      "+str(os.stat('/proc/self/ns/pid').st_ino)).encode()).hexdigest()[:32]\n"
       "s=zmq.Context().socket(zmq.DEALER); s.connect(sys.argv[1])\n"
       "s.send_multipart([b'REG_REQ', json.dumps({'channel':'py.prod','endpoint':'tcp://127.0.0.1:9',"
-      "'producer_pid':os.getpid(),'producer_hostname':socket.gethostname()}).encode()])\n"
+      "'producer_pid':os.getpid(),'producer_hostname':socket.gethostname(),'host_id':hid}).encode()])\n"
       "print(s.recv_multipart()[0].decode(), flush=True)\n"
       "time.sleep(60)\n";
   auto py = plh::test::Child::spawn({"/usr/bin/python3", "-c", script, b.endpoint});

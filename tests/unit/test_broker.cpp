@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "plh/protocol.hpp"
+#include "plh/host_identity.hpp"
 #include "plh/text.hpp"
 #include "test_broker_fixture.hpp"
 
@@ -23,6 +24,7 @@ TEST_CASE("REG, DISC, DEREG round trip", "[broker]") {
   auto r = c.call("REG_REQ", reg_body("lab.temp", 100, 7));
   REQUIRE(r.type == "REG_ACK");
   CHECK(r.body["status"] == "ok");
+  const std::string token = r.body["token"];
   CHECK(r.body["heartbeat_interval_ms"] == 500);
 
   r = c.call("DISC_REQ", {{"channel", "lab.temp"}});
@@ -33,7 +35,7 @@ TEST_CASE("REG, DISC, DEREG round trip", "[broker]") {
   CHECK(r.body["transport"] == "zmq");
   CHECK(r.body["producer_pid"] == 100);
 
-  r = c.call("DEREG_REQ", {{"channel", "lab.temp"}, {"producer_pid", 100}});
+  r = c.call("DEREG_REQ", {{"channel", "lab.temp"}, {"producer_pid", 100}, {"token", token}});
   CHECK(r.type == "DEREG_ACK");
   r = c.call("DISC_REQ", {{"channel", "lab.temp"}});
   CHECK(r.type == "ERROR");
@@ -56,14 +58,17 @@ TEST_CASE("corr is echoed, numbers too", "[broker]") {
 TEST_CASE("error codes", "[broker]") {
   InProcessBroker b;
   RawClient c(b.endpoint());
-  REQUIRE(c.call("REG_REQ", reg_body("a.b", 100, 1)).type == "REG_ACK");
+  const auto reg = c.call("REG_REQ", reg_body("a.b", 100, 1));
+  REQUIRE(reg.type == "REG_ACK");
 
   SECTION("CHANNEL_EXISTS for a second producer with the same schema") {
     auto r = c.call("REG_REQ", reg_body("a.b", 200, 1));
     CHECK(code_of(r) == "CHANNEL_EXISTS");
   }
-  SECTION("same producer registering again is accepted") {
-    auto r = c.call("REG_REQ", reg_body("a.b", 100, 1));
+  SECTION("the owner (its token) registering again is accepted") {
+    auto body = reg_body("a.b", 100, 1);
+    body["token"] = reg.body["token"];
+    auto r = c.call("REG_REQ", body);
     CHECK(r.type == "REG_ACK");
     CHECK(r.body["reregistered"] == true);
   }
@@ -81,10 +86,14 @@ TEST_CASE("error codes", "[broker]") {
     auto r = c.call("CONSUMER_REG_REQ", {{"channel", "a.b"}, {"consumer_pid", 5}, {"expected_schema_hash", 9}});
     CHECK(code_of(r) == "SCHEMA_MISMATCH");
   }
-  SECTION("NOT_REGISTERED") {
-    CHECK(code_of(c.call("DEREG_REQ", {{"channel", "a.b"}, {"producer_pid", 999}})) == "NOT_REGISTERED");
+  SECTION("NOT_OWNER and NOT_REGISTERED") {
+    CHECK(code_of(c.call("DEREG_REQ", {{"channel", "a.b"}, {"producer_pid", 999}})) == "NOT_OWNER");
     CHECK(code_of(c.call("CONSUMER_DEREG_REQ", {{"channel", "a.b"}, {"consumer_pid", 999}})) == "NOT_REGISTERED");
-    c.send("HEARTBEAT_REQ", {{"channel", "a.b"}, {"role", "producer"}, {"pid", 999}, {"corr", "h"}});
+    c.send("HEARTBEAT_REQ", {{"channel", "a.b"}, {"role", "producer"}, {"pid", 999}, {"corr", "g"}});
+    auto g = c.recv();
+    REQUIRE(g);
+    CHECK(code_of(*g) == "NOT_OWNER");
+    c.send("HEARTBEAT_REQ", {{"channel", "n.o"}, {"role", "producer"}, {"pid", 999}, {"corr", "h"}});
     auto r = c.recv();
     REQUIRE(r);
     CHECK(code_of(*r) == "NOT_REGISTERED");
@@ -163,9 +172,11 @@ TEST_CASE("consumers: register, count, leave; producer is told", "[broker]") {
 TEST_CASE("DEREG tells consumers the channel is closing", "[broker]") {
   InProcessBroker b;
   RawClient prod(b.endpoint()), cons(b.endpoint());
-  REQUIRE(prod.call("REG_REQ", reg_body("d.r", 100)).type == "REG_ACK");
+  const auto reg = prod.call("REG_REQ", reg_body("d.r", 100));
+  REQUIRE(reg.type == "REG_ACK");
   REQUIRE(cons.call("CONSUMER_REG_REQ", {{"channel", "d.r"}, {"consumer_pid", 7}}).type == "CONSUMER_REG_ACK");
-  REQUIRE(prod.call("DEREG_REQ", {{"channel", "d.r"}, {"producer_pid", 100}}).type == "DEREG_ACK");
+  REQUIRE(prod.call("DEREG_REQ", {{"channel", "d.r"}, {"producer_pid", 100}, {"token", reg.body["token"]}}).type ==
+          "DEREG_ACK");
   auto note = cons.wait_for("CHANNEL_CLOSING_NOTIFY");
   REQUIRE(note);
   CHECK(note->body["channel"] == "d.r");
@@ -213,16 +224,17 @@ TEST_CASE("LIST shows channels with producer, consumers, metrics and rates", "[b
   InProcessBroker b;
   RawClient c(b.endpoint());
   REQUIRE(c.call("REG_REQ", reg_body("b.two", 100)).type == "REG_ACK");
-  REQUIRE(c.call("REG_REQ", reg_body("a.one", 101)).type == "REG_ACK");
+  const auto reg = c.call("REG_REQ", reg_body("a.one", 101));
+  REQUIRE(reg.type == "REG_ACK");
   REQUIRE(c.call("CONSUMER_REG_REQ", {{"channel", "a.one"}, {"consumer_pid", 7}}).type == "CONSUMER_REG_ACK");
-  c.send("HEARTBEAT_REQ", {{"channel", "a.one"}, {"role", "producer"}, {"pid", 101},
+  c.send("HEARTBEAT_REQ", {{"channel", "a.one"}, {"role", "producer"}, {"pid", 101}, {"token", reg.body["token"]},
                            {"metrics", {{"messages", 100}, {"bytes", 1000}, {"gaps", 0}}}});
   // Wait until the first sample has a measurable distance in time from the second.
   auto t0 = std::chrono::steady_clock::now();
   while (std::chrono::steady_clock::now() - t0 < 20ms) {
     c.call("PING_REQ", json::object());
   }
-  c.send("HEARTBEAT_REQ", {{"channel", "a.one"}, {"role", "producer"}, {"pid", 101},
+  c.send("HEARTBEAT_REQ", {{"channel", "a.one"}, {"role", "producer"}, {"pid", 101}, {"token", reg.body["token"]},
                            {"metrics", {{"messages", 200}, {"bytes", 3000}, {"gaps", 1}}}});
   auto r = c.call("LIST_REQ", json::object());
   REQUIRE(r.type == "LIST_ACK");
@@ -249,12 +261,13 @@ TEST_CASE("a silent producer is removed and its consumers are told", "[broker][l
   InProcessBroker b(cfg);
   RawClient prod(b.endpoint()), cons(b.endpoint());
   REQUIRE(prod.call("REG_REQ", reg_body("l.v", 100)).type == "REG_ACK");
-  REQUIRE(cons.call("CONSUMER_REG_REQ", {{"channel", "l.v"}, {"consumer_pid", 7}}).type == "CONSUMER_REG_ACK");
+  const auto creg = cons.call("CONSUMER_REG_REQ", {{"channel", "l.v"}, {"consumer_pid", 7}});
+  REQUIRE(creg.type == "CONSUMER_REG_ACK");
   const auto start = std::chrono::steady_clock::now();
   // The consumer keeps heartbeating; the producer does not.
   std::optional<plh::test::Reply> note;
   while (!note && std::chrono::steady_clock::now() - start < 3s) {
-    cons.send("HEARTBEAT_REQ", {{"channel", "l.v"}, {"role", "consumer"}, {"pid", 7}});
+    cons.send("HEARTBEAT_REQ", {{"channel", "l.v"}, {"role", "consumer"}, {"pid", 7}, {"token", creg.body["token"]}});
     note = cons.wait_for("CHANNEL_CLOSING_NOTIFY", 20ms);
   }
   REQUIRE(note);
@@ -269,12 +282,13 @@ TEST_CASE("a silent consumer is removed and the producer is told", "[broker][liv
   cfg.heartbeat_timeout = 200ms;
   InProcessBroker b(cfg);
   RawClient prod(b.endpoint()), cons(b.endpoint());
-  REQUIRE(prod.call("REG_REQ", reg_body("l.c", 100)).type == "REG_ACK");
+  const auto reg = prod.call("REG_REQ", reg_body("l.c", 100));
+  REQUIRE(reg.type == "REG_ACK");
   REQUIRE(cons.call("CONSUMER_REG_REQ", {{"channel", "l.c"}, {"consumer_pid", 7}}).type == "CONSUMER_REG_ACK");
   const auto start = std::chrono::steady_clock::now();
   std::optional<plh::test::Reply> note;
   while (!note && std::chrono::steady_clock::now() - start < 3s) {
-    prod.send("HEARTBEAT_REQ", {{"channel", "l.c"}, {"role", "producer"}, {"pid", 100}});
+    prod.send("HEARTBEAT_REQ", {{"channel", "l.c"}, {"role", "producer"}, {"pid", 100}, {"token", reg.body["token"]}});
     note = prod.wait_for("CONSUMER_DIED_NOTIFY", 20ms);
   }
   REQUIRE(note);
@@ -292,6 +306,7 @@ TEST_CASE("a dead producer on this host is removed before the timeout", "[broker
   // A PID that exists nowhere (above the default pid_max ceiling of 2^22).
   auto body = reg_body("d.pid", 0x7ffffff0);
   body["producer_hostname"] = plh::hostname();
+  body["host_id"] = plh::host_id();
   REQUIRE(prod.call("REG_REQ", body).type == "REG_ACK");
   REQUIRE(cons.call("CONSUMER_REG_REQ", {{"channel", "d.pid"}, {"consumer_pid", 7}}).type == "CONSUMER_REG_ACK");
   auto note = cons.wait_for("CHANNEL_CLOSING_NOTIFY", 5s);

@@ -304,3 +304,156 @@ TEST_CASE("client: odd correlation ids and notifications from a broker are ignor
   CHECK(c.discover("lab.x")["channel"] == "lab.x");
   CHECK(eventually([&] { return notes.load() == 1; }, 2s));
 }
+
+namespace {
+// A stand-in broker for the healing tests: answers REG_REQ with REG_ACK (token "CHANNEL#n",
+// n = how many times that channel registered) or, once `refuse` is set, CHANNEL_EXISTS;
+// answers DEREG_REQ; records everything; and sends `push` (a CHANNEL_CLOSING_NOTIFY
+// reason) or `hb_error` (an ERROR code) in answer to the next heartbeat for `target`.
+struct HealScript {
+  std::mutex mu;
+  std::vector<json> regs, heartbeats, deregs;  // guarded by mu
+  std::string target, push, hb_error;          // guarded by mu
+  bool refuse = false;                         // guarded by mu
+  plh::test::ScriptedBroker broker{[this](const std::string& type, const json& body) -> Messages {
+    using plh::test::ScriptedBroker;
+    std::lock_guard lk(mu);
+    if (!body.is_object()) return {};
+    const std::string ch = body.value("channel", std::string());
+    if (type == "REG_REQ") {
+      regs.push_back(body);
+      if (refuse && ch == target)
+        return {{"ERROR", ScriptedBroker::echo_corr(body, {{"status", "error"},
+                                                             {"error_code", "CHANNEL_EXISTS"},
+                                                             {"message", "channel '" + ch + "' is already registered by pid 1 on elsewhere"}})}};
+      int n = 0;
+      for (const auto& r : regs) n += r.value("channel", std::string()) == ch;
+      return {{"REG_ACK", ScriptedBroker::echo_corr(body, {{"status", "ok"},
+                                                           {"channel", ch},
+                                                           {"heartbeat_interval_ms", 20},
+                                                           {"token", ch + "#" + std::to_string(n)}})}};
+    }
+    if (type == "HEARTBEAT_REQ") {
+      heartbeats.push_back(body);
+      if (ch == target && !push.empty()) {
+        Messages m{{"CHANNEL_CLOSING_NOTIFY", json{{"channel", ch}, {"reason", push}}.dump()}};
+        push.clear();
+        return m;
+      }
+      if (ch == target && !hb_error.empty()) {
+        Messages m{{"ERROR", ScriptedBroker::echo_corr(body, {{"status", "error"}, {"error_code", hb_error}})}};
+        hb_error.clear();
+        return m;
+      }
+      return {};
+    }
+    if (type == "DEREG_REQ") {
+      deregs.push_back(body);
+      return {{"DEREG_ACK", ScriptedBroker::echo_corr(body, {{"status", "ok"}, {"channel", ch}})}};
+    }
+    return {};
+  }};
+  int count(const std::vector<json>& v, const std::string& ch, const std::string& token = "") {
+    std::lock_guard lk(mu);
+    int n = 0;
+    for (const auto& b : v)
+      n += b.value("channel", std::string()) == ch && (token.empty() || b.value("token", std::string()) == token);
+    return n;
+  }
+  void set(std::string* field, std::string value) {
+    std::lock_guard lk(mu);
+    *field = std::move(value);
+  }
+};
+using State = plh::BrokerClient::RegistrationState;
+}  // namespace
+
+TEST_CASE("client: a producer dropped for silence registers again with its token; not after an admin close",
+          "[client][heal]") {
+  HealScript s;
+  s.target = "heal.me";
+  plh::BrokerClient c(config_for(s.broker.endpoint()));
+  c.register_channel(zmq_reg("heal.me"));
+  REQUIRE(eventually([&] { return s.count(s.heartbeats, "heal.me", "heal.me#1") > 0; }, 3s));
+  // The broker removed it for silence (e.g. the process was paused) and says so.
+  s.set(&s.push, "heartbeat_timeout");
+  REQUIRE(eventually([&] { return s.count(s.regs, "heal.me") == 2; }, 3s));
+  CHECK(s.count(s.regs, "heal.me", "heal.me#1") == 1);  // the re-registration carries the token
+  REQUIRE(eventually([&] { return s.count(s.heartbeats, "heal.me", "heal.me#2") > 0; }, 3s));  // and adopts the new one
+  CHECK(c.producer_state("heal.me") == State::active);
+  // A heartbeat answered NOT_OWNER or NOT_REGISTERED: register again too.
+  s.set(&s.hb_error, "NOT_OWNER");
+  REQUIRE(eventually([&] { return s.count(s.regs, "heal.me") == 3; }, 3s));
+  s.set(&s.hb_error, "NOT_REGISTERED");
+  REQUIRE(eventually([&] { return s.count(s.regs, "heal.me") == 4; }, 3s));
+  // An administrator closed it: forgotten, no heartbeats, no re-registration.
+  s.set(&s.push, "admin_requested");
+  REQUIRE(eventually([&] { return c.producer_state("heal.me") == State::none; }, 3s));
+  const int hbs = s.count(s.heartbeats, "heal.me");
+  c.register_channel(zmq_reg("heal.other"));  // the control: its heartbeats keep coming
+  const int before = s.count(s.heartbeats, "heal.other");
+  REQUIRE(eventually([&] { return s.count(s.heartbeats, "heal.other") >= before + 3; }, 3s));
+  CHECK(s.count(s.heartbeats, "heal.me") == hbs);
+  CHECK(s.count(s.regs, "heal.me") == 4);
+}
+
+TEST_CASE("client: a channel taken over while its producer was away is reported and left alone", "[client][heal]") {
+  HealScript s;
+  s.target = "heal.lost";
+  plh::BrokerClient c(config_for(s.broker.endpoint()));
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::string>> lost;
+  c.on_registration_lost([&](const std::string& ch, const std::string& detail) {
+    std::lock_guard lk(mu);
+    lost.emplace_back(ch, detail);
+  });
+  c.register_channel(zmq_reg("heal.lost"));
+  c.register_channel(zmq_reg("heal.kept"));
+  REQUIRE(eventually([&] { return s.count(s.heartbeats, "heal.lost") > 0; }, 3s));
+  s.set(&s.target, "heal.lost");
+  {
+    std::lock_guard lk(s.mu);
+    s.refuse = true;
+    s.push = "heartbeat_timeout";
+  }
+  REQUIRE(eventually([&] { return c.producer_state("heal.lost") == State::taken_over; }, 3s));
+  REQUIRE(eventually([&] {
+    std::lock_guard lk(mu);
+    return !lost.empty();
+  }, 3s));
+  {
+    std::lock_guard lk(mu);
+    REQUIRE(lost.size() == 1);
+    CHECK(lost[0].first == "heal.lost");
+    CHECK_THAT(lost[0].second, Catch::Contains("already registered"));
+  }
+  // No more heartbeats for it (heal.kept's keep coming), no retries.
+  const int hbs = s.count(s.heartbeats, "heal.lost");
+  const int before = s.count(s.heartbeats, "heal.kept");
+  REQUIRE(eventually([&] { return s.count(s.heartbeats, "heal.kept") >= before + 3; }, 3s));
+  CHECK(s.count(s.heartbeats, "heal.lost") == hbs);
+  CHECK(s.count(s.regs, "heal.lost") == 2);
+  // Deregistering it sends nothing (it is another producer's now); the other one goes with
+  // its token and final_seq.
+  c.deregister_channel("heal.lost");
+  c.deregister_channel("heal.kept", 77);
+  CHECK(s.count(s.deregs, "heal.lost") == 0);
+  REQUIRE(s.count(s.deregs, "heal.kept", "heal.kept#1") == 1);
+  std::lock_guard lk(s.mu);
+  CHECK(s.deregs.back()["final_seq"] == 77);
+}
+
+TEST_CASE("client: DEREG's final_seq reaches the consumers through a real broker", "[client]") {
+  InProcessBroker b;
+  plh::BrokerClient producer(config_for(b.endpoint()));
+  producer.register_channel(zmq_reg("fs.one"));
+  plh::BrokerClient consumer(config_for(b.endpoint()));
+  Notes notes;
+  consumer.on_notification([&](const std::string& t, const json& body) { notes.add(t, body); });
+  consumer.register_consumer("fs.one");
+  CHECK(consumer.consumer_state("fs.one") == State::active);
+  producer.deregister_channel("fs.one", 4242);
+  REQUIRE(eventually([&] { return notes.has("CHANNEL_CLOSING_NOTIFY"); }, 3s));
+  CHECK(notes.get("CHANNEL_CLOSING_NOTIFY")["final_seq"] == 4242);
+  CHECK(consumer.consumer_state("fs.one") == State::none);
+}

@@ -41,6 +41,15 @@ json reg_req(const std::string& ch, long pid, const std::string& host = "h1", st
   return {{"channel", ch}, {"endpoint", "tcp://x:1"}, {"producer_pid", pid}, {"producer_hostname", host},
           {"schema_hash", schema}};
 }
+json with_host_id(json j, const std::string& host_id) {
+  j["host_id"] = host_id;
+  return j;
+}
+json producer_hb(const std::string& ch, long pid, const std::string& token, json metrics = nullptr) {
+  json b = {{"channel", ch}, {"role", "producer"}, {"pid", pid}, {"token", token}};
+  if (!metrics.is_null()) b["metrics"] = std::move(metrics);
+  return b;
+}
 }  // namespace
 
 TEST_CASE("registry: register, discover, list sorted", "[registry]") {
@@ -61,15 +70,19 @@ TEST_CASE("registry: register, discover, list sorted", "[registry]") {
   CHECK(h.reg.channel_count() == 2);
 }
 
-TEST_CASE("registry: re-registration by the same producer keeps consumers and takes the new identity", "[registry]") {
+TEST_CASE("registry: re-registration by the owner keeps consumers and takes the new identity", "[registry]") {
   Harness h;
-  h.reply("P", "REG_REQ", reg_req("r.r", 1));
-  h.reply("C", "CONSUMER_REG_REQ", {{"channel", "r.r"}, {"consumer_pid", 9}});
-  auto ack = h.reply("P-new", "REG_REQ", reg_req("r.r", 1));
+  const std::string token = h.reply("P", "REG_REQ", reg_req("r.r", 1))["token"];
+  CHECK(token.size() == 32);
+  const std::string ctoken = h.reply("C", "CONSUMER_REG_REQ", {{"channel", "r.r"}, {"consumer_pid", 9}})["token"];
+  auto body = reg_req("r.r", 1);
+  body["token"] = token;
+  auto ack = h.reply("P-new", "REG_REQ", body);
   CHECK(ack["reregistered"] == true);
   CHECK(ack["consumer_count"] == 1);
+  CHECK(ack["token"] == token);
   // Notifications now go to the new identity.
-  auto o = h.send("C", "CONSUMER_DEREG_REQ", {{"channel", "r.r"}, {"consumer_pid", 9}});
+  auto o = h.send("C", "CONSUMER_DEREG_REQ", {{"channel", "r.r"}, {"consumer_pid", 9}, {"token", ctoken}});
   REQUIRE(o.size() == 2);
   CHECK(o[1].identity == "P-new");
   CHECK(o[1].type == "CONSUMER_LEFT_NOTIFY");
@@ -80,14 +93,14 @@ TEST_CASE("registry: heartbeat timeout removes producer and consumer, with notif
   cfg.heartbeat_interval = 100ms;
   cfg.heartbeat_timeout = 1000ms;
   Harness h(cfg);
-  h.reply("P", "REG_REQ", reg_req("t.t", 1));
+  const std::string t = h.reply("P", "REG_REQ", reg_req("t.t", 1))["token"];
   h.reply("P2", "REG_REQ", reg_req("u.u", 2));
   h.reply("C", "CONSUMER_REG_REQ", {{"channel", "t.t"}, {"consumer_pid", 9}});
-  h.reply("C2", "CONSUMER_REG_REQ", {{"channel", "u.u"}, {"consumer_pid", 10}});
+  const std::string c2 = h.reply("C2", "CONSUMER_REG_REQ", {{"channel", "u.u"}, {"consumer_pid", 10}})["token"];
   CHECK(h.sweep(900ms).empty());
   // t.t's producer and u.u's consumer keep heartbeating.
-  CHECK(h.send("P", "HEARTBEAT_REQ", {{"channel", "t.t"}, {"role", "producer"}, {"pid", 1}}).empty());
-  CHECK(h.send("C2", "HEARTBEAT_REQ", {{"channel", "u.u"}, {"role", "consumer"}, {"pid", 10}}).empty());
+  CHECK(h.send("P", "HEARTBEAT_REQ", producer_hb("t.t", 1, t)).empty());
+  CHECK(h.send("C2", "HEARTBEAT_REQ", {{"channel", "u.u"}, {"role", "consumer"}, {"pid", 10}, {"token", c2}}).empty());
   auto o = h.sweep(200ms);
   // u.u's producer timed out (consumer C2 told); t.t's consumer timed out (producer P told).
   std::set<std::pair<std::string, std::string>> got;
@@ -99,15 +112,18 @@ TEST_CASE("registry: heartbeat timeout removes producer and consumer, with notif
   CHECK(h.reg.consumer_count() == 0);
 }
 
-TEST_CASE("registry: same-host dead PIDs go at once, other hosts wait for the timeout", "[registry]") {
+TEST_CASE("registry: dead PIDs with the broker's host_id go at once, other hosts wait for the timeout",
+          "[registry][host_id]") {
   plh::RegistryConfig cfg;
   cfg.hostname = "here";
+  cfg.host_id = "hid-here";
   std::set<std::int64_t> alive{1};
   cfg.local_pid_alive = [&](std::int64_t pid) { return alive.count(pid) > 0; };
   Harness h(cfg);
-  h.reply("P", "REG_REQ", reg_req("l.l", 1, "here"));
-  h.reply("Q", "REG_REQ", reg_req("m.m", 2, "there"));
-  h.reply("C", "CONSUMER_REG_REQ", {{"channel", "l.l"}, {"consumer_pid", 3}, {"consumer_hostname", "here"}});
+  h.reply("P", "REG_REQ", with_host_id(reg_req("l.l", 1, "here"), "hid-here"));
+  h.reply("Q", "REG_REQ", with_host_id(reg_req("m.m", 2, "there"), "hid-there"));
+  h.reply("C", "CONSUMER_REG_REQ",
+          {{"channel", "l.l"}, {"consumer_pid", 3}, {"consumer_hostname", "here"}, {"host_id", "hid-here"}});
   auto o = h.sweep(1ms);  // pid 3 (a consumer here) is not alive
   REQUIRE(o.size() == 1);
   CHECK(o[0].type == "CONSUMER_DIED_NOTIFY");
@@ -119,29 +135,50 @@ TEST_CASE("registry: same-host dead PIDs go at once, other hosts wait for the ti
   CHECK(json::parse(o[0].body)["detail"] == "process_exited");
   CHECK(h.reg.channel_count() == 1);  // m.m is on another host
   // A new producer may take over a channel whose local producer died, even before a sweep.
-  h.reply("P", "REG_REQ", reg_req("n.n", 5, "here"));
+  h.reply("P", "REG_REQ", with_host_id(reg_req("n.n", 5, "here"), "hid-here"));
   std::string type;
-  h.reply("P6", "REG_REQ", reg_req("n.n", 6, "here"), &type);
+  h.reply("P6", "REG_REQ", with_host_id(reg_req("n.n", 6, "here"), "hid-here"), &type);
   CHECK(type == "REG_ACK");
+}
+
+TEST_CASE("registry: the same host name with another host_id (or none) is never judged by its PID",
+          "[registry][host_id]") {
+  plh::RegistryConfig cfg;
+  cfg.hostname = "lab1";
+  cfg.host_id = "hid-broker";
+  cfg.local_pid_alive = [](std::int64_t) { return false; };  // no PID is alive here
+  Harness h(cfg);
+  // Another machine (or PID namespace) with the same host name: its pids mean nothing here.
+  h.reply("P", "REG_REQ", with_host_id(reg_req("s.a", 1, "lab1"), "hid-other"));
+  h.reply("Q", "REG_REQ", reg_req("s.b", 2, "lab1"));  // no host_id at all
+  h.reply("C", "CONSUMER_REG_REQ",
+          {{"channel", "s.a"}, {"consumer_pid", 3}, {"consumer_hostname", "lab1"}, {"host_id", "hid-other"}});
+  CHECK(h.sweep(1ms).empty());
+  CHECK(h.reg.channel_count() == 2);
+  CHECK(h.reg.consumer_count() == 1);
+  // Nor may a newcomer take the channel over on the strength of that pid check.
+  std::string type;
+  auto r = h.reply("R", "REG_REQ", with_host_id(reg_req("s.a", 7, "lab1"), "hid-broker"), &type);
+  CHECK(r["error_code"] == "CHANNEL_EXISTS");
 }
 
 TEST_CASE("registry: rates come from the last two heartbeat samples", "[registry]") {
   Harness h;
-  h.reply("P", "REG_REQ", reg_req("r.t", 1));
-  h.send("P", "HEARTBEAT_REQ", {{"channel", "r.t"}, {"role", "producer"}, {"pid", 1},
-                                {"metrics", {{"messages", 100}, {"bytes", 1000}}}});
+  const std::string t = h.reply("P", "REG_REQ", reg_req("r.t", 1))["token"];
+  h.send("P", "HEARTBEAT_REQ", producer_hb("r.t", 1, t, {{"messages", 100}, {"bytes", 1000}}));
   h.now += 500ms;
-  h.send("P", "HEARTBEAT_REQ", {{"channel", "r.t"}, {"role", "producer"}, {"pid", 1},
-                                {"metrics", {{"messages", 600}, {"bytes", 6000}, {"gaps", 2}}}});
+  h.send("P", "HEARTBEAT_REQ", producer_hb("r.t", 1, t, {{"messages", 600}, {"bytes", 6000}, {"gaps", 2}}));
   auto ch = h.reply("X", "LIST_REQ", {{"channel", "r.t"}})["channels"][0];
   CHECK(ch["rates"]["messages_per_s"].get<double>() == Approx(1000.0));
   CHECK(ch["rates"]["bytes_per_s"].get<double>() == Approx(10000.0));
   CHECK(ch["metrics"]["gaps"] == 2);
-  // A counter that went backwards gives 0, not a huge number.
+  // A counter that went backwards is ignored: totals and rates stay as they were.
   h.now += 500ms;
-  h.send("P", "HEARTBEAT_REQ", {{"channel", "r.t"}, {"role", "producer"}, {"pid", 1}, {"metrics", {{"messages", 5}}}});
+  h.send("P", "HEARTBEAT_REQ", producer_hb("r.t", 1, t, {{"messages", 5}}));
   ch = h.reply("X", "LIST_REQ", {{"channel", "r.t"}})["channels"][0];
-  CHECK(ch["rates"]["messages_per_s"].get<double>() == 0.0);
+  CHECK(ch["metrics"]["messages"] == 600);
+  CHECK(ch["rates"]["messages_per_s"].get<double>() == Approx(1000.0));
+  CHECK(h.reg.rejected_metric_samples() == 1);
 }
 
 TEST_CASE("registry: admin token, checksum forwarding, reject", "[registry]") {
@@ -178,4 +215,113 @@ TEST_CASE("registry: bodies that are not objects, odd types, invalid UTF-8", "[r
   REQUIRE(h.out.size() == 1);
   auto body = json::parse(h.out[0].body);
   CHECK(body["error_code"] == "UNKNOWN_MSG_TYPE");
+}
+
+namespace {
+// PING's running counters against what LIST shows (sums over every channel).
+void check_counters(Harness& h) {
+  auto ping = h.reply("X", "PING_REQ", json::object());
+  auto list = h.reply("X", "LIST_REQ", json::object());
+  std::size_t consumers = 0;
+  for (const auto& ch : list["channels"]) consumers += ch["consumers"].size();
+  CHECK(ping["channels"] == list["channels"].size());
+  CHECK(ping["consumers"] == consumers);
+  CHECK(h.reg.consumer_count() == consumers);
+  CHECK(h.reg.channel_count() == list["channels"].size());
+}
+json consumer_req(const std::string& ch, long pid) { return {{"channel", ch}, {"consumer_pid", pid}}; }
+}  // namespace
+
+TEST_CASE("registry: PING's channel and consumer counters stay right through every change", "[registry][ping]") {
+  plh::RegistryConfig cfg;
+  cfg.heartbeat_timeout = 1000ms;
+  Harness h(cfg);
+  const std::string ta = h.reply("PA", "REG_REQ", reg_req("k.a", 1))["token"];
+  h.reply("PB", "REG_REQ", reg_req("k.b", 2));
+  const std::string tc = h.reply("PC", "REG_REQ", reg_req("k.c", 3))["token"];
+  h.reply("PD", "REG_REQ", reg_req("k.d", 4));
+  const std::string c1 = h.reply("C1", "CONSUMER_REG_REQ", consumer_req("k.a", 10))["token"];
+  h.reply("C2", "CONSUMER_REG_REQ", consumer_req("k.a", 11));
+  h.reply("C3", "CONSUMER_REG_REQ", consumer_req("k.b", 12));
+  h.reply("C4", "CONSUMER_REG_REQ", consumer_req("k.c", 13));
+  h.reply("C5", "CONSUMER_REG_REQ", consumer_req("k.d", 14));
+  check_counters(h);
+  // The same consumer again (its token) is not a new one.
+  auto again = consumer_req("k.a", 10);
+  again["token"] = c1;
+  h.reply("C1", "CONSUMER_REG_REQ", again);
+  check_counters(h);
+  h.send("C1", "CONSUMER_DEREG_REQ", {{"channel", "k.a"}, {"consumer_pid", 10}, {"token", c1}});
+  check_counters(h);
+  // The owner re-registering keeps its consumers.
+  auto rereg = reg_req("k.a", 1);
+  rereg["token"] = ta;
+  h.reply("PA2", "REG_REQ", rereg);
+  check_counters(h);
+  // A DEREG with consumers, an admin CLOSE with consumers.
+  h.send("PC", "DEREG_REQ", {{"channel", "k.c"}, {"token", tc}});
+  check_counters(h);
+  h.out.clear();
+  plh::PeerInfo admin;
+  admin.routing_id = "A";
+  admin.loopback = true;
+  h.reg.handle(admin, "CLOSE_REQ", json{{"channel", "k.d"}}.dump(), h.now, h.out);
+  REQUIRE(h.out.at(0).type == "CLOSE_ACK");
+  check_counters(h);
+  // Timeouts: k.a's producer keeps heartbeating, its consumer C2 does not; k.b goes silent.
+  h.now += 900ms;
+  h.send("PA2", "HEARTBEAT_REQ", producer_hb("k.a", 1, ta));
+  h.sweep(200ms);
+  check_counters(h);
+  CHECK(h.reg.channel_count() == 1);
+  CHECK(h.reg.consumer_count() == 0);
+  // A takeover of a silent channel with consumers.
+  h.reply("C6", "CONSUMER_REG_REQ", consumer_req("k.a", 15));
+  h.now += 1100ms;
+  std::string type;
+  h.reply("PN", "REG_REQ", reg_req("k.a", 9), &type);
+  CHECK(type == "REG_ACK");
+  check_counters(h);
+  CHECK(h.reg.consumer_count() == 0);
+}
+
+TEST_CASE("registry: tokens are 128-bit hex, distinct, and never shown by DISC or LIST", "[registry][ownership]") {
+  Harness h;
+  std::set<std::string> seen;
+  for (int i = 0; i < 50; ++i) {
+    const std::string t = h.reply("P", "REG_REQ", reg_req("t.n" + std::to_string(i), 1))["token"];
+    CHECK(t.size() == 32);
+    CHECK(t.find_first_not_of("0123456789abcdef") == std::string::npos);
+    seen.insert(t);
+  }
+  CHECK(seen.size() == 50);
+  auto o = h.send("X", "LIST_REQ", json::object());
+  for (const auto& t : seen) CHECK(o[0].body.find(t) == std::string::npos);
+  o = h.send("X", "DISC_REQ", {{"channel", "t.n0"}});
+  for (const auto& t : seen) CHECK(o[0].body.find(t) == std::string::npos);
+}
+
+TEST_CASE("registry: DEREG's final_seq reaches the consumers in CHANNEL_CLOSING_NOTIFY", "[registry]") {
+  Harness h;
+  const std::string t = h.reply("P", "REG_REQ", reg_req("f.s", 1))["token"];
+  h.reply("C", "CONSUMER_REG_REQ", consumer_req("f.s", 2));
+  auto o = h.send("P", "DEREG_REQ", {{"channel", "f.s"}, {"token", t}, {"final_seq", 1234}});
+  REQUIRE(o.size() == 2);
+  CHECK(o[0].type == "DEREG_ACK");
+  CHECK(o[1].identity == "C");
+  auto note = json::parse(o[1].body);
+  CHECK(note["reason"] == "producer_deregistered");
+  CHECK(note["final_seq"] == 1234);
+}
+
+TEST_CASE("registry: loopback addresses", "[registry]") {
+  CHECK(plh::is_loopback_address("127.0.0.1"));
+  CHECK(plh::is_loopback_address("127.1.2.3"));
+  CHECK(plh::is_loopback_address("::1"));
+  CHECK(plh::is_loopback_address("::ffff:127.0.0.1"));
+  CHECK_FALSE(plh::is_loopback_address(""));
+  CHECK_FALSE(plh::is_loopback_address("192.0.2.2"));
+  CHECK_FALSE(plh::is_loopback_address("127.evil.example"));
+  CHECK_FALSE(plh::is_loopback_address("1127.0.0.1"));
+  CHECK_FALSE(plh::is_loopback_address("::ffff:10.0.0.1"));
 }

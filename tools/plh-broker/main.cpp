@@ -14,6 +14,7 @@ struct Options {
   std::string endpoint = "tcp://127.0.0.1:5555";
   std::string secret_file, allow_keys, admin_token_file;
   std::string heartbeat_interval = "500ms", heartbeat_timeout = "5s", busy_poll = "1ms";
+  std::size_t max_channels_per_client = 1000, max_consumers_per_client = 1000;
 };
 
 int serve(const Options& o) {
@@ -33,6 +34,8 @@ int serve(const Options& o) {
     if (o.secret_file.empty()) throw plh::UsageError("--allow-keys needs --curve-secret-file");
     cfg.allowed_keys = plh::read_allowed_keys(o.allow_keys);
   }
+  cfg.max_channels_per_client = o.max_channels_per_client;
+  cfg.max_consumers_per_client = o.max_consumers_per_client;
   if (!o.admin_token_file.empty()) cfg.admin_token = plh::read_token_file(o.admin_token_file);
   plh::install_stop_handlers();
   plh::Broker broker(cfg);
@@ -53,6 +56,12 @@ int main(int argc, char** argv) {
     app.add_option("--admin-token-file", o.admin_token_file, "CLOSE_REQ must carry the token in this file");
     app.add_option("--heartbeat-interval", o.heartbeat_interval, "Heartbeat interval handed to clients");
     app.add_option("--heartbeat-timeout", o.heartbeat_timeout, "Remove producers/consumers silent this long");
+    app.add_option("--max-channels-per-client", o.max_channels_per_client,
+                   "Channels one client (CURVE key, else connection) may register (0 = no limit)")
+        ->capture_default_str();
+    app.add_option("--max-consumers-per-client", o.max_consumers_per_client,
+                   "Consumer registrations one client may hold (0 = no limit)")
+        ->capture_default_str();
     app.add_option("--busy-poll", o.busy_poll,
                    "Under dense traffic, poll this long after each request before sleeping (0 = never)");
     return [&]() -> int {

@@ -8,6 +8,7 @@
 // never stop the loop. Frames larger than protocol::kMaxInboundMessage make libzmq drop
 // the connection.
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,7 +23,11 @@ struct BrokerConfig {
   std::optional<std::string> admin_token;               // CLOSE_REQ must carry it
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{5000};
-  bool check_local_pids = true;  // detect dead same-host PIDs before the timeout
+  bool check_local_pids = true;  // detect dead PIDs of peers with the broker's host_id before the timeout
+  // Per-client caps (a client = its CURVE public key when CURVE is on, else its
+  // connection); 0 = no cap. Beyond them REG_REQ / CONSUMER_REG_REQ get LIMIT_EXCEEDED.
+  std::size_t max_channels_per_client = 1000;
+  std::size_t max_consumers_per_client = 1000;
   // Adaptive busy-poll: once several requests in a row came in less than this apart,
   // the broker polls without sleeping for up to this long after each request (a sleeping
   // thread costs a wake-up per request, ~20 us on a VM, so this doubles the round trips

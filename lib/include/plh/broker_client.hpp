@@ -4,9 +4,23 @@
 // A DEALER socket owned by a background thread. Requests from any thread are handed to
 // that thread, correlated by "corr", and waited for with a timeout. The thread also
 // sends heartbeats (with metrics counters) for everything registered through this
-// client, delivers notifications to the callback, and re-registers everything after a
-// reconnect or when the broker answers a heartbeat with NOT_REGISTERED (the broker
-// keeps no state on disk, so a restarted broker learns its channels again this way).
+// client, and delivers notifications to the callback.
+//
+// Ownership: the broker answers each registration with a token (REG_ACK /
+// CONSUMER_REG_ACK "token"); the client keeps it and sends it with every heartbeat,
+// re-registration and deregistration, so no other client can act on its entries. Tools
+// never see it.
+//
+// Healing: a registration the broker dropped for silence comes back by itself. The client
+// registers again (with its token) after a reconnect, when a heartbeat is answered
+// NOT_REGISTERED or NOT_OWNER, and when a CHANNEL_CLOSING_NOTIFY with reason
+// heartbeat_timeout names one of its channels; never after an admin CLOSE, the
+// producer's DEREG, or its own deregister_*(). (The broker keeps no state on disk, so a
+// restarted broker learns its channels again this way too.) If meanwhile another producer
+// registered the channel, the client stops heartbeating it, logs a warning, reports
+// RegistrationState::taken_over and calls the on_registration_lost callback; what to do
+// then is the tool's choice. A consumer whose channel went away keeps trying until it is
+// back (or it deregisters).
 //
 // Errors (all plh::Error, carrying the SPEC exit code):
 //   UnreachableError (5)  no reply within the timeout
@@ -79,8 +93,11 @@ class BrokerClient {
   // broker restart; heartbeats (role producer) at the interval from REG_ACK, carrying
   // `metrics` when given.
   nlohmann::json register_channel(const ChannelRegistration& reg, std::shared_ptr<ChannelMetrics> metrics = nullptr);
-  // DEREG_REQ; forgets the registration. A channel already gone is not an error.
-  void deregister_channel(const std::string& channel);
+  // DEREG_REQ (with the token; `final_seq`, when given, the last sequence number sent:
+  // the broker passes it to the consumers in CHANNEL_CLOSING_NOTIFY); forgets the
+  // registration. A channel already gone, or now another producer's, is not an error
+  // (and is left alone).
+  void deregister_channel(const std::string& channel, std::optional<std::uint64_t> final_seq = std::nullopt);
   // DISC_ACK body, validated: channel, transport, pattern, endpoint, shm_name,
   // schema_hash, schema_version, pubkey, metadata, producer_pid, producer_hostname,
   // consumer_count, heartbeat_interval_ms.
@@ -95,8 +112,22 @@ class BrokerClient {
   // Notifications: CHANNEL_CLOSING_NOTIFY, CONSUMER_DIED_NOTIFY, CHANNEL_ERROR_NOTIFY,
   // CONSUMER_JOINED_NOTIFY, CONSUMER_LEFT_NOTIFY, forwarded CHECKSUM_ERROR_REPORT.
   // Called on the background thread: keep it short and thread-safe. After a
-  // CHANNEL_CLOSING_NOTIFY the client forgets that channel (no re-registration).
+  // CHANNEL_CLOSING_NOTIFY the client forgets that channel (no re-registration), except
+  // with reason heartbeat_timeout (see Healing above).
   void on_notification(std::function<void(const std::string& type, const nlohmann::json& body)> cb);
+
+  // Where a registration made through this client stands.
+  enum class RegistrationState {
+    none,        // not registered through this client (or deregistered, or closed)
+    active,      // registered, heartbeating
+    healing,     // the broker dropped it; registering again
+    taken_over,  // producer only: another producer owns the channel now; given up
+  };
+  RegistrationState producer_state(const std::string& channel) const;
+  RegistrationState consumer_state(const std::string& channel) const;
+  // Called on the background thread when a producer registration cannot be restored
+  // because another producer owns the channel now (`detail`: the broker's message).
+  void on_registration_lost(std::function<void(const std::string& channel, const std::string& detail)> cb);
 
   // Fire-and-forget message (e.g. CHECKSUM_ERROR_REPORT). No reply is awaited.
   void send(const std::string& type, nlohmann::json body);

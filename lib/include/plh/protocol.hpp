@@ -56,6 +56,10 @@ inline constexpr std::string_view kSchemaMismatch = "SCHEMA_MISMATCH";
 inline constexpr std::string_view kNotRegistered = "NOT_REGISTERED";
 inline constexpr std::string_view kChannelExists = "CHANNEL_EXISTS";
 inline constexpr std::string_view kUnauthorized = "UNAUTHORIZED";
+// The request acts on a registration the sender does not own (no or wrong "token").
+inline constexpr std::string_view kNotOwner = "NOT_OWNER";
+// A per-client cap (channels, consumers) is reached.
+inline constexpr std::string_view kLimitExceeded = "LIMIT_EXCEEDED";
 
 // Closing reasons.
 inline constexpr std::string_view kReasonProducerDeregistered = "producer_deregistered";
@@ -112,18 +116,20 @@ void append_json_string(std::string& out, std::string_view s);
 nlohmann::json error_body(std::string_view code, std::string_view message);
 
 // Client side: maps an ERROR reply body to the suite's exception (CHANNEL_NOT_FOUND ->
-// NotFoundError, SCHEMA_MISMATCH/UNAUTHORIZED -> RefusedError, others -> BrokerErrorReply).
+// NotFoundError, SCHEMA_MISMATCH/UNAUTHORIZED -> RefusedError, NOT_OWNER/LIMIT_EXCEEDED ->
+// BrokerErrorReply with exit code 6, others -> BrokerErrorReply with exit code 1).
 // A body that is not a well-formed error gets Error(failure, "malformed ERROR reply").
 [[noreturn]] void throw_error_reply(std::string_view request_type, const nlohmann::json& body);
 
 }  // namespace plh::protocol
 
 namespace plh {
-// An ERROR reply whose code has no exit code of its own (exit 1); error_code() tells which.
+// An ERROR reply whose code has no exception of its own (exit 1, or 6 for NOT_OWNER and
+// LIMIT_EXCEEDED); error_code() tells which.
 class BrokerErrorReply : public Error {
  public:
-  BrokerErrorReply(std::string code, const std::string& message)
-      : Error(ExitCode::failure, message), code_(std::move(code)) {}
+  BrokerErrorReply(std::string code, const std::string& message, ExitCode exit = ExitCode::failure)
+      : Error(exit, message), code_(std::move(code)) {}
   const std::string& error_code() const noexcept { return code_; }
 
  private:
