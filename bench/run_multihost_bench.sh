@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # plh-pub -> plh-sub throughput across hosts of a simulated lab LAN beside the same on
-# loopback, in one run, on the same input (LINES lines of 42 bytes, generated once).
+# loopback, in one run, on the same input (LINES lines of 42 bytes plus a newline, as in
+# run_pubsub_bench.sh, generated once).
 #
 # The lab is made of network namespaces, as tests/support/netns.hpp does it: hosts A, B,
 # C, D (10.77.0.1-4/24 on eth0, a veth pair each to a bridge in a fifth "switch"
@@ -121,7 +122,7 @@ import sys
 path, n = sys.argv[1], int(sys.argv[2])
 with open(path, "w") as f:
     for i in range(n):
-        f.write(("%012d temperature=21.5 sensor=lab-" % i).ljust(41, "x") + "\n")
+        f.write(("%012d temperature=21.5 sensor=lab-" % i).ljust(42, "x") + "\n")
 EOF
 log "input: $LINES lines of 42 bytes ($(stat -c %s "$INPUT") bytes)"
 
