@@ -631,13 +631,15 @@ json BrokerClient::register_channel(const ChannelRegistration& reg, std::shared_
   return ack;
 }
 
-void BrokerClient::deregister_channel(const std::string& channel) {
+void BrokerClient::deregister_channel(const std::string& channel, std::optional<std::uint64_t> final_seq) {
   {
     std::lock_guard lk(impl_->mu);
     impl_->producers.erase(channel);
   }
   try {
-    impl_->request(std::string(p::kDeregReq), {{"channel", channel}, {"producer_pid", impl_->pid}});
+    json body = {{"channel", channel}, {"producer_pid", impl_->pid}};
+    if (final_seq) body["final_seq"] = *final_seq;
+    impl_->request(std::string(p::kDeregReq), std::move(body));
   } catch (const NotFoundError&) {
   } catch (const BrokerErrorReply& e) {
     if (e.error_code() != p::kNotRegistered) throw;

@@ -220,8 +220,9 @@ void ChannelRegistry::on_dereg(std::string_view id, const json& req, std::vector
   if (it->second.producer.pid != pid)
     throw p::ProtocolError(p::kNotRegistered,
                            "pid " + std::to_string(pid) + " is not the producer of channel '" + name + "'");
+  const auto final_seq = p::optional_u64(req, "final_seq");  // passed on to the consumers
   reply(id, p::kDeregAck, {{"status", "ok"}, {"channel", name}}, req, out);
-  close_channel(it, p::kReasonProducerDeregistered, "", false, out);
+  close_channel(it, p::kReasonProducerDeregistered, "", false, out, final_seq);
 }
 
 void ChannelRegistry::on_consumer_reg(std::string_view id, const json& req, SteadyTime now,
@@ -479,10 +480,12 @@ void ChannelRegistry::on_checksum_report(std::string_view id, const json& req, s
 }
 
 void ChannelRegistry::close_channel(std::unordered_map<std::string, Channel>::iterator it, std::string_view reason,
-                                    std::string_view detail, bool tell_producer, std::vector<Outbound>& out) {
+                                    std::string_view detail, bool tell_producer, std::vector<Outbound>& out,
+                                    std::optional<std::uint64_t> final_seq) {
   Channel& ch = it->second;
   json note = {{"channel", ch.name}, {"reason", reason}};
   if (!detail.empty()) note["detail"] = detail;
+  if (final_seq) note["final_seq"] = *final_seq;
   const std::string body = note.dump();
   for (const auto& c : ch.consumers) out.push_back(Outbound{c.identity, std::string(p::kChannelClosingNotify), body});
   if (tell_producer) out.push_back(Outbound{ch.producer.identity, std::string(p::kChannelClosingNotify), body});

@@ -80,7 +80,9 @@ class BrokerClient {
   // `metrics` when given.
   nlohmann::json register_channel(const ChannelRegistration& reg, std::shared_ptr<ChannelMetrics> metrics = nullptr);
   // DEREG_REQ; forgets the registration. A channel already gone is not an error.
-  void deregister_channel(const std::string& channel);
+  // final_seq (the seq of the last message sent) is passed on to the consumers in
+  // CHANNEL_CLOSING_NOTIFY, so they can tell a missing tail.
+  void deregister_channel(const std::string& channel, std::optional<std::uint64_t> final_seq = std::nullopt);
   // DISC_ACK body, validated: channel, transport, pattern, endpoint, shm_name,
   // schema_hash, schema_version, pubkey, metadata, producer_pid, producer_hostname,
   // consumer_count, heartbeat_interval_ms.

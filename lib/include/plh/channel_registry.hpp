@@ -105,7 +105,8 @@ class ChannelRegistry {
              std::vector<Outbound>& out) const;
   // Removes the channel and tells its consumers (and, unless `tell_producer` is false, its producer).
   void close_channel(std::unordered_map<std::string, Channel>::iterator it, std::string_view reason,
-                     std::string_view detail, bool tell_producer, std::vector<Outbound>& out);
+                     std::string_view detail, bool tell_producer, std::vector<Outbound>& out,
+                     std::optional<std::uint64_t> final_seq = std::nullopt);
   bool peer_is_dead(const Peer& p) const;
   void append_description(std::string& out, const Channel& ch, SteadyTime now) const;
   static void update_metrics(Peer& p, const nlohmann::json& metrics, SteadyTime now);
