@@ -280,7 +280,8 @@ TEST_CASE("across hosts: a broker<->publisher partition does not end subscribers
   CHECK(sub.running());
   lab.unblock("hosta", "hostb");
 
-  RunResult rp = pub.wait(45s), rs = sub.wait(45s);
+  // The subscriber first: waiting on it drains its stdout pipe (the test reads its lines).
+  RunResult rs = sub.wait(45s), rp = pub.wait(45s);
   INFO("pub: " << rp.err << "\nsub: " << rs.err);
   CHECK(rs.code == 0);
   CHECK(*first + "\n" + rs.out == seq_text(kLines));
@@ -307,7 +308,8 @@ TEST_CASE("across hosts: a broker restart mid-stream: data keeps flowing, the ch
   // Producer and consumer register again by themselves.
   CHECK(eventually([&] { return listed(lab, "hostc", env, ch, 1); }, 10s));
 
-  RunResult rp = pub.wait(45s), rs = sub.wait(45s);
+  // The subscriber first: waiting on it drains its stdout pipe (the test reads its lines).
+  RunResult rs = sub.wait(45s), rp = pub.wait(45s);
   INFO("pub: " << rp.err << "\nsub: " << rs.err);
   CHECK(rs.code == 0);
   CHECK(*first + "\n" + rs.out == seq_text(kLines));
@@ -326,15 +328,19 @@ TEST_CASE("across hosts: the same host name in two PID namespaces: the broker do
   const std::string ch = channel("lab.twin");
   TempDir dir;
   constexpr int kLines = 6000;
-  // Through bash, so that neither tool is PID 1 of its namespace (the broker is PID 1 of
-  // its own: a PID check there would find no process 2, 3, ...).
-  Child pub = lab.shell("boxb", "seq " + std::to_string(kLines) + " | $PUB " + ch + " -w 1 -W 30 --rate 1000", env);
+  // PIDs are handed out in order in a new PID namespace, and the broker's own threads
+  // hold the first few of its namespace: 200 short processes first put the tools' PIDs
+  // far above them, where a PID check on the broker's side finds nothing.
+  const std::string burn = "for i in $(seq 200); do /bin/true; done; ";
+  Child pub = lab.shell(
+      "boxb", burn + "seq " + std::to_string(kLines) + " | $PUB " + ch + " -w 1 -W 30 --rate 1000", env);
   REQUIRE(eventually([&] { return listed(lab, "boxc", env, ch); }, 10s));
   const auto info = channel_info(lab, "boxc", env, ch);
   REQUIRE(info);
   CHECK(info->at("producer").value("hostname", "") == "twin");
+  CHECK(info->at("producer").value("pid", 0) > 200);
   const auto registered = info->at("registered_ns");
-  Child sub = lab.shell("boxc", "$SUB " + ch + " -W 30 > " + dir.file("out") + "; exit $?", env);
+  Child sub = lab.shell("boxc", burn + "$SUB " + ch + " -W 30 > " + dir.file("out"), env);
   // Half-way through the stream the registration is still the first one (never removed
   // and registered again).
   CHECK(eventually([&] { return count_lines(slurp(dir.file("out"))) >= kLines / 2; }, 20s));
@@ -418,7 +424,8 @@ TEST_CASE("across hosts: a key the broker's --allow-keys does not list gets noth
   CHECK(in.code != 0);
   CHECK(in.out.empty());
 
-  RunResult rp = pub.wait(45s), rs = sub.wait(45s);
+  // The subscriber first: waiting on it drains its stdout pipe (the test reads its lines).
+  RunResult rs = sub.wait(45s), rp = pub.wait(45s);
   INFO("pub: " << rp.err << "\nsub: " << rs.err);
   CHECK(rs.code == 0);
   CHECK(*first + "\n" + rs.out == seq_text(kLines));
