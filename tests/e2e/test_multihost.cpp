@@ -255,8 +255,12 @@ TEST_CASE("across hosts: the publisher's link down longer than the heartbeat tim
     CHECK(v > last);
     last = v;
   }
+  const bool still_running = sub.running();
+  sub.kill(SIGTERM);
+  RunResult rs = sub.wait(10s);
+  INFO("sub --follow (" << rs.code << "): " << rs.err);
   CHECK(more == 400);
-  CHECK(sub.running());
+  CHECK(still_running);
   // A subscriber that comes after the outage finds the channel and gets data.
   RunResult late = lab.run("hostd", {PLH_SUB_BIN, ch, "-n", "5", "-W", "15"}, "", 30s, env);
   INFO(late.err);
