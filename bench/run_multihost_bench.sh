@@ -179,6 +179,7 @@ done
 
 # ---------------------------------------------------------------- table
 echo "plh-pub -> plh-sub, $LINES lines of 42 bytes, median of $REPEAT runs ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "build: $BUILD ($(grep -m1 '^CMAKE_BUILD_TYPE:' "$BUILD/CMakeCache.txt" 2>/dev/null | cut -d= -f2)), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 printf '%-18s %10s %14s %8s  %s\n' case seconds lines/s ratio status
 declare -A RATE
 for c in "${ORDER[@]}"; do
