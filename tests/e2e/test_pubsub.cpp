@@ -74,7 +74,7 @@ Child listed_publisher(const BrokerProcess& b, const std::map<std::string, std::
 
 }  // namespace
 
-TEST_CASE("seq 100000 through plh-pub reaches two subscribers; all three end on their own", "[e2e][pubsub]") {
+TEST_CASE("seq 100000 through plh-pub reaches two subscribers - all three end on their own", "[e2e][pubsub]") {
   auto broker = fast_broker();
   const auto ch = channel("lab.temp");
   auto env = env_for(broker);
@@ -138,7 +138,7 @@ TEST_CASE("line framing: empty lines, a last line without newline, a 16 MiB line
   }
 }
 
-TEST_CASE("binary data survives -f len and -f zero byte for byte; raw concatenates", "[e2e][pubsub]") {
+TEST_CASE("binary data survives -f len and -f zero byte for byte - raw concatenates", "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
   TempDir dir;
@@ -325,7 +325,7 @@ TEST_CASE("a channel registered with a pattern plh-sub cannot read: exit 1 namin
   CHECK(res.out.empty());
 }
 
-TEST_CASE("a publisher killed with SIGKILL: subscribers exit 1 naming the channel; the broker drops it",
+TEST_CASE("a publisher killed with SIGKILL: subscribers exit 1 naming the channel - the broker drops it",
           "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
@@ -376,14 +376,14 @@ TEST_CASE("broker restarted mid-stream: data keeps flowing without a gap and the
   CHECK(r.out.find("199\n") != std::string::npos);
 }
 
-TEST_CASE("a subscriber that does not keep up loses data at the HWM, counted as gaps; the publisher is not held up",
+TEST_CASE("a subscriber that does not keep up loses data at the HWM, counted as gaps - the publisher is not held up",
           "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("slow");
   TempDir dir;
   // The subscriber's stdout is a pipe nobody reads until the publisher has finished.
-  auto s = Child::shell("$SUB " + ch + " --wait -W 60 --stats --hwm 2 | (while [ ! -e " + dir.file("done") +
+  auto s = Child::shell("set -o pipefail; $SUB " + ch + " --wait -W 60 --stats --hwm 2 | (while [ ! -e " + dir.file("done") +
                             " ]; do sleep 0.05; done; cat > /dev/null)",
                         env);
   // 30 MB of 1000-byte lines: far more than the HWMs and socket buffers hold.
@@ -392,14 +392,19 @@ TEST_CASE("a subscriber that does not keep up loses data at the HWM, counted as 
                         env);
   auto rp = p.wait(60s);
   spit(dir.file("done"), "");
-  CHECK(rp.code == 0);
+  // Neither side hides it: the publisher could not deliver the end within --linger, the
+  // subscriber lost messages (exit 0 would mean complete).
+  CHECK(rp.code == 1);
+  CHECK(rp.err.find("1 consumer(s) did not confirm the end of stream within --linger 1s") != std::string::npos);
   auto r = s.wait(30s);
-  CHECK(r.code == 0);
+  CHECK(r.code == 1);
   CHECK(r.err.find("sequence gap") != std::string::npos);
   CHECK(r.err.find(" 0 gaps") == std::string::npos);
+  CHECK(r.err.find("plh-sub: error: '" + ch + "': ") != std::string::npos);
+  CHECK(r.err.find(" message(s) lost in ") != std::string::npos);
 }
 
-TEST_CASE("EPIPE on stdout ends plh-sub quietly with exit 0; SIGTERM gives 143", "[e2e][pubsub]") {
+TEST_CASE("EPIPE on stdout ends plh-sub quietly with exit 0 - SIGTERM gives 143", "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("pipe");
@@ -432,7 +437,7 @@ TEST_CASE("direct mode: plh-pub --no-broker --bind and plh-sub --connect", "[e2e
   }
 }
 
-TEST_CASE("interop: a plain pyzmq SUB reads plh-pub; a plain pyzmq PUB feeds plh-sub, malformed frames skipped",
+TEST_CASE("interop: a plain pyzmq SUB reads plh-pub - a plain pyzmq PUB feeds plh-sub, malformed frames skipped",
           "[e2e][pubsub]") {
   const std::string dir = std::string(PLH_SOURCE_DIR) + "/tests/e2e";
   {
