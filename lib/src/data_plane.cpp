@@ -524,6 +524,12 @@ const ConnectionState& Subscriber::connection() {
         if (conn_.connected) {
           ++conn_.disconnects;
           ++stats_.dropped_connections;
+          // libzmq does not reconnect after a protocol error (an oversized frame is
+          // one): connect again ourselves. After a plain network error this replaces
+          // libzmq's own reconnect.
+          zmq_disconnect(sock_, cfg_.endpoint.c_str());
+          if (zmq_connect(sock_, cfg_.endpoint.c_str()) != 0)
+            spdlog::warn("cannot reconnect to {}: {}", cfg_.endpoint, zmq_strerror(zmq_errno()));
         }
         conn_.connected = false;
         break;

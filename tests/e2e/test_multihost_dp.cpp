@@ -115,3 +115,29 @@ TEST_CASE("multihost: a publisher whose address is unreachable is exit 1 within 
   CHECK(sub.err.find("cannot connect to the publisher of 'lab.far' at tcp://10.77.0.200:") != std::string::npos);
   CHECK(sub.err.find("--connect-timeout 1s") != std::string::npos);
 }
+
+TEST_CASE("multihost: a broker<->publisher partition does not end a subscriber whose data flows",
+          "[e2e][netns][multihost]") {
+  Lab lab = Lab::require({"hosta", "hostb", "hostc"});
+  LabBroker broker = start_broker(lab, "hosta");  // heartbeat timeout 2s
+  const std::map<std::string, std::string> env{{"PLH_BROKER", broker.endpoint}, {"PUB", PLH_PUB_BIN}};
+  // 100 lines/s for 6 s: well past the heartbeat timeout.
+  Child pub = lab.shell("hostb", "seq 600 | $PUB lab.part -w 1 -W 30 --rate 100", env);
+  REQUIRE(eventually([&] { return !registered_endpoint(lab, "hosta", broker, "lab.part").empty(); }, 15s));
+  Child sub = lab.spawn("hostc", {PLH_SUB_BIN, "lab.part", "-W", "40", "--stats", "--line-buffered"}, env);
+  auto first = sub.read_line(15s);
+  REQUIRE(first);
+  CHECK(*first == "1");
+  lab.block("hosta", "hostb");
+  // The broker drops the producer (heartbeat timeout): the channel is no longer listed.
+  CHECK(eventually([&] { return registered_endpoint(lab, "hostc", broker, "lab.part").empty(); }, 10s));
+  RunResult r = sub.wait(40s);
+  lab.unblock("hosta", "hostb");
+  RunResult rp = pub.wait(30s);
+  INFO(r.err);
+  INFO(rp.err);
+  CHECK(r.code == 0);
+  CHECK("1\n" + r.out == seq_text(600));
+  CHECK(r.err.find("the broker lost the publisher (heartbeat timeout) but its data connection is alive") !=
+        std::string::npos);
+}
