@@ -268,14 +268,16 @@ TEST_CASE("across hosts: the publisher's link down longer than the heartbeat tim
   CHECK(count_lines(late.out) == 5);
 }
 
-TEST_CASE("across hosts: a broker<->publisher partition does not end subscribers whose data flows; every line, "
-          "all exit 0",
+// (test_multihost_dp.cpp has the partition that lasts to the end of the stream; here it
+// heals mid-stream, and the publisher's registration with it.)
+TEST_CASE("across hosts: a broker<->publisher partition that heals mid-stream: the subscriber keeps every line, "
+          "the channel is listed again, all exit 0",
           "[e2e][netns]") {
   Lab lab = Lab::require({"hosta", "hostb", "hostc"});
   LabBroker broker = start_broker(lab, "hosta", {"--heartbeat-interval", "100ms", "--heartbeat-timeout", "1s"});
   const Env env = tools_env(broker);
   const std::string ch = channel("lab.split");
-  constexpr int kLines = 8000;  // 8 s at --rate 1000: the partition and its healing happen mid-stream
+  constexpr int kLines = 10000;  // 10 s at --rate 1000: the partition and its healing happen mid-stream
   Child sub = lab.spawn("hostc", {PLH_SUB_BIN, ch, "--wait", "-W", "45"}, env);
   Child pub = lab.shell("hostb", "seq " + std::to_string(kLines) + " | $PUB " + ch + " -w 1 -W 30 --rate 1000", env);
   auto first = sub.read_line(15s);
@@ -287,6 +289,8 @@ TEST_CASE("across hosts: a broker<->publisher partition does not end subscribers
   CHECK(eventually([&] { return !listed(lab, "hostc", env, ch); }, 10s));
   CHECK(sub.running());
   lab.unblock("hosta", "hostb");
+  // The publisher registers again by itself (and its subscriber as a consumer).
+  CHECK(eventually([&] { return listed(lab, "hostc", env, ch, 1); }, 6s));
 
   // The subscriber first: waiting on it drains its stdout pipe (the test reads its lines).
   RunResult rs = sub.wait(45s), rp = pub.wait(45s);
