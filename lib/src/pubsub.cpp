@@ -426,6 +426,7 @@ int run_subscriber(const SubOptions& o) {
   // Discovers the channel and registers as its consumer (waiting for it with --wait /
   // --follow, also for the broker). Skips a registration whose stream id is `old_stream`
   // (the publisher that just ended may still be listed for a moment).
+  bool broker_answered = false;  // for the timeout message
   auto attach = [&](std::uint32_t old_stream) -> std::optional<Attachment> {
     Attachment a;
     a.cfg.hwm = o.hwm;
@@ -448,6 +449,7 @@ int run_subscriber(const SubOptions& o) {
     for (;;) {
       try {
         info = client->discover(o.channel);
+        broker_answered = true;
         if (old_stream != 0 && info.contains("metadata") && info["metadata"].is_object() &&
             info["metadata"].value("plh_stream", std::uint64_t{0}) == old_stream) {
           if (!pause()) return std::nullopt;  // the ended publisher is still listed
@@ -480,6 +482,7 @@ int run_subscriber(const SubOptions& o) {
                                          metrics);
         break;
       } catch (const NotFoundError&) {
+        broker_answered = true;
         if (!keep_waiting) throw NotFoundError("channel '" + o.channel + "' not found (use --wait to wait for it)");
         if (!waiting_logged) spdlog::info("waiting for channel '{}'", o.channel);
         waiting_logged = true;
@@ -488,7 +491,7 @@ int run_subscriber(const SubOptions& o) {
         if (!pause()) return std::nullopt;
       } catch (const UnreachableError& e) {
         if (!keep_waiting) throw;
-        if (!broker_logged) spdlog::warn("{}; waiting for the broker", e.what());
+        if (!broker_logged) spdlog::info("{}; waiting for the broker", e.what());
         broker_logged = true;
         if (!pause()) return std::nullopt;
       } catch (const RefusedError& e) {
@@ -499,7 +502,7 @@ int run_subscriber(const SubOptions& o) {
         throw;
       }
     }
-    if (broker_logged) spdlog::warn("broker reached");
+    if (broker_logged) spdlog::info("broker reached");
     if (!info.contains("endpoint") || !info["endpoint"].is_string() || info["endpoint"].get<std::string>().empty())
       throw Error(ExitCode::failure, "broker gave no endpoint for channel '" + o.channel + "'");
     a.cfg.endpoint = info["endpoint"].get<std::string>();
@@ -566,7 +569,7 @@ int run_subscriber(const SubOptions& o) {
       if (o.follow && round > 0)
         throw TimeoutError("timed out waiting for the next publisher on '" + o.channel + "' (" +
                            std::to_string(received) + " messages received)");
-      throw TimeoutError((o.wait ? "timed out waiting for channel '" : "timed out waiting for the broker for '") +
+      throw TimeoutError((broker_answered ? "timed out waiting for channel '" : "timed out waiting for the broker for '") +
                          o.channel + "'");
     }
     if (round > 0)

@@ -683,6 +683,6 @@ TEST_CASE("plh-sub --wait also waits for the broker to come up", "[e2e][pubsub]"
   INFO(r.err);
   CHECK(r.code == 0);
   CHECK(r.out == "1\n2\n3\n");
-  CHECK(r.err.find("waiting for the broker") != std::string::npos);
+  CHECK(r.err.empty());
   CHECK(p.wait(20s).code == 0);
 }
