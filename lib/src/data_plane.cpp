@@ -3,9 +3,19 @@
 #include <spdlog/spdlog.h>
 #include <zmq.h>
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <algorithm>
+#include <random>
 
 #include "plh/error.hpp"
 #include "plh/text.hpp"
@@ -62,12 +72,114 @@ PollResult poll_socket(void* sock, short events, const WakeFds& wake, long timeo
 
 bool woken(const WakeFds& wake) { return poll_socket(nullptr, 0, wake, 0).woken; }
 
-std::string connectable(const std::string& bound) {
-  for (std::string_view wildcard : {"0.0.0.0", "[::]", "*"}) {
-    const std::string prefix = "tcp://" + std::string(wildcard) + ":";
-    if (bound.rfind(prefix, 0) == 0) return "tcp://" + hostname() + ":" + bound.substr(prefix.size());
+// One socket-monitor event: the first frame is u16 event + u32 value, the second the
+// endpoint. Returns false when none is waiting.
+bool next_monitor_event(void* monitor, std::uint16_t& event, std::uint32_t& value) {
+  zmq_msg_t m;
+  zmq_msg_init(&m);
+  if (zmq_msg_recv(&m, monitor, ZMQ_DONTWAIT) < 0) {
+    zmq_msg_close(&m);
+    return false;
   }
-  return bound;
+  event = 0;
+  value = 0;
+  if (zmq_msg_size(&m) >= 6) {
+    std::memcpy(&event, zmq_msg_data(&m), sizeof event);
+    std::memcpy(&value, static_cast<const char*>(zmq_msg_data(&m)) + 2, sizeof value);
+  }
+  const bool more = zmq_msg_more(&m);
+  zmq_msg_close(&m);
+  if (more) {  // second frame: the endpoint
+    zmq_msg_t addr;
+    zmq_msg_init(&addr);
+    zmq_msg_recv(&addr, monitor, 0);
+    zmq_msg_close(&addr);
+  }
+  return true;
+}
+
+// Starts a socket monitor for `events` and returns the PAIR socket receiving them.
+void* start_monitor(void* ctx, void* sock, const void* owner, const char* what, int events) {
+  const std::string addr =
+      std::string("inproc://plh-") + what + "-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(owner));
+  if (zmq_socket_monitor(sock, addr.c_str(), events) != 0) throw_zmq_error("cannot monitor the data socket");
+  void* monitor = zmq_socket(ctx, ZMQ_PAIR);
+  if (!monitor) throw_zmq_error("cannot create the socket monitor");
+  set_int(monitor, ZMQ_LINGER, 0, "ZMQ_LINGER");
+  if (zmq_connect(monitor, addr.c_str()) != 0) {
+    zmq_close(monitor);
+    throw_zmq_error("cannot connect the socket monitor");
+  }
+  return monitor;
+}
+
+std::string ip_text(const sockaddr* sa) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (sa->sa_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof buf);
+    return buf;
+  }
+  if (sa->sa_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, buf, sizeof buf);
+    return buf;
+  }
+  return "";
+}
+
+// The local address of this host's interface toward host:port (a UDP socket connect(2)
+// picks the route and the source address; no packet is sent). "" when it cannot.
+std::string local_address_toward(const std::string& host, const std::string& port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_family = AF_INET;  // ZeroMQ's tcp://*:N binds IPv4 unless ZMQ_IPV6 is set
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), port.empty() ? "9" : port.c_str(), &hints, &res) != 0 || !res) return "";
+  std::string out;
+  for (addrinfo* ai = res; ai && out.empty(); ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0)
+      out = ip_text(reinterpret_cast<const sockaddr*>(&local));
+    ::close(fd);
+  }
+  freeaddrinfo(res);
+  if (out == "0.0.0.0") out.clear();
+  return out;
+}
+
+// The first up, non-loopback IPv4 interface address; "" when there is none.
+std::string first_interface_address() {
+  ifaddrs* ifs = nullptr;
+  if (getifaddrs(&ifs) != 0) return "";
+  std::string out;
+  for (ifaddrs* i = ifs; i && out.empty(); i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    if ((i->ifa_flags & IFF_UP) == 0 || (i->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    out = ip_text(i->ifa_addr);
+  }
+  freeifaddrs(ifs);
+  return out;
+}
+
+std::string endpoint_port(const std::string& endpoint) {
+  const auto colon = endpoint.rfind(':');
+  if (endpoint.rfind("tcp://", 0) != 0 || colon == std::string::npos || colon < 6) return "";
+  return endpoint.substr(colon + 1);
+}
+
+std::string with_host(const std::string& host, const std::string& port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  return "tcp://" + (v6 ? "[" + host + "]" : host) + ":" + port;
+}
+
+std::uint32_t random_stream_id() {
+  std::random_device rd;
+  std::uint32_t v = 0;
+  while (v == 0) v = rd();
+  return v;
 }
 
 }  // namespace
@@ -80,11 +192,50 @@ Pattern parse_pattern(std::string_view text) {
 
 std::string_view pattern_name(Pattern p) { return p == Pattern::pipeline ? "pipeline" : "pubsub"; }
 
+std::string endpoint_host(const std::string& endpoint) {
+  if (endpoint.rfind("tcp://", 0) != 0) return "";
+  const auto colon = endpoint.rfind(':');
+  if (colon == std::string::npos || colon < 6) return "";
+  std::string host = endpoint.substr(6, colon - 6);
+  if (const auto semi = host.find(';'); semi != std::string::npos) host = host.substr(semi + 1);  // source;dest
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host;
+}
+
+bool endpoint_is_local(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  const std::string host = endpoint_host(endpoint);
+  if (host.empty()) return false;
+  if (host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0) return true;
+  return false;
+}
+
+std::string advertised_endpoint(const std::string& bound, const std::string& advertise, const std::string& route_to) {
+  const std::string port = endpoint_port(bound);
+  if (port.empty()) return bound;  // ipc://, inproc://: as bound
+  if (!advertise.empty()) {
+    std::string host = advertise;
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    return with_host(host, port);
+  }
+  const std::string host = endpoint_host(bound);
+  if (host != "0.0.0.0" && host != "*" && host != "::") return bound;
+  std::string ip;
+  if (!route_to.empty()) {
+    if (endpoint_is_local(route_to)) ip = "127.0.0.1";
+    else if (const std::string to = endpoint_host(route_to); !to.empty()) ip = local_address_toward(to, endpoint_port(route_to));
+  }
+  if (ip.empty()) ip = first_interface_address();
+  if (ip.empty()) ip = "127.0.0.1";  // no interface but loopback: nothing else could connect anyway
+  return with_host(ip, port);
+}
+
 
 // ---------------------------------------------------------------------------------
 // Publisher
 
 Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
+  if (cfg_.stream == 0) cfg_.stream = random_stream_id();
   ctx_ = new_zmq_context();
   try {
     sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_PUSH : ZMQ_XPUB);
@@ -96,17 +247,11 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
       set_int(sock_, ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER");
       set_str(sock_, ZMQ_CURVE_SECRETKEY, cfg_.curve->secret_key, "ZMQ_CURVE_SECRETKEY");
     }
-    if (cfg_.pattern == Pattern::pipeline) {
-      const std::string addr = "inproc://plh-push-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
-      if (zmq_socket_monitor(sock_, addr.c_str(),
-                             ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                                 ZMQ_EVENT_DISCONNECTED) != 0)
-        throw_zmq_error("cannot monitor the data socket");
-      monitor_ = zmq_socket(ctx_, ZMQ_PAIR);
-      if (!monitor_ || zmq_connect(monitor_, addr.c_str()) != 0) throw_zmq_error("cannot connect the socket monitor");
-      set_int(monitor_, ZMQ_LINGER, 0, "ZMQ_LINGER");
-    }
+    if (cfg_.pattern == Pattern::pipeline)
+      monitor_ = start_monitor(ctx_, sock_, this, "push",
+                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                   ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                   ZMQ_EVENT_DISCONNECTED);
     if (zmq_bind(sock_, cfg_.bind.c_str()) != 0) {
       const int err = zmq_errno();
       if (err == EINVAL || err == EPROTONOSUPPORT)
@@ -117,7 +262,8 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
     size_t len = sizeof buf;
     if (zmq_getsockopt(sock_, ZMQ_LAST_ENDPOINT, buf, &len) != 0) throw_zmq_error("cannot read the bound endpoint");
     bound_ = std::string(buf, len > 0 && buf[len - 1] == '\0' ? len - 1 : len);
-    endpoint_ = connectable(bound_);
+    endpoint_ = advertised_endpoint(bound_, cfg_.advertise, cfg_.route_to);
+    last_send_ = std::chrono::steady_clock::now();
   } catch (...) {
     if (monitor_) zmq_close(monitor_);
     if (sock_) {
@@ -155,23 +301,9 @@ void Publisher::drain_events() {
     return;
   }
   // pipeline: socket monitor events; first frame u16 event + u32 value (the fd).
-  for (;;) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, monitor_, ZMQ_DONTWAIT) < 0) {
-      zmq_msg_close(&m);
-      break;
-    }
-    std::uint16_t event = 0;
-    if (zmq_msg_size(&m) >= 6) std::memcpy(&event, zmq_msg_data(&m), sizeof event);
-    const bool more = zmq_msg_more(&m);
-    zmq_msg_close(&m);
-    if (more) {  // second frame: the endpoint
-      zmq_msg_t addr;
-      zmq_msg_init(&addr);
-      zmq_msg_recv(&addr, monitor_, 0);
-      zmq_msg_close(&addr);
-    }
+  std::uint16_t event = 0;
+  std::uint32_t value = 0;
+  while (next_monitor_event(monitor_, event, value)) {
     // A consumer counts once its handshake succeeded (only then does PUSH hand it
     // frames). A connection whose handshake failed also reports a disconnect later;
     // that one must not uncount a live consumer.
@@ -208,20 +340,41 @@ bool Publisher::send(std::string_view frame, WakeFds wake) {
   for (;;) {
     if (zmq_send(sock_, frame.data(), frame.size(), ZMQ_DONTWAIT) >= 0) {
       ++frames_sent_;
+      last_send_ = std::chrono::steady_clock::now();
       return true;
     }
     const int err = zmq_errno();
     if (err != EAGAIN && err != EINTR) throw_zmq_error("cannot send");
-    if (cfg_.pattern == Pattern::pubsub) return true;  // dropped at the HWM: the consumer sees a gap
+    if (cfg_.pattern == Pattern::pubsub) {  // dropped at the HWM: the consumer sees a gap
+      last_send_ = std::chrono::steady_clock::now();
+      return true;
+    }
     // pipeline: every consumer is full (or there is none yet): wait for room.
     if (poll_socket(sock_, ZMQ_POLLOUT, wake, 1000).woken) return false;
   }
 }
 
-void Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
+int Publisher::keepalive_due_ms() const {
+  if (cfg_.keepalive.count() <= 0) return 1'000'000;
+  return remaining_ms(last_send_ + cfg_.keepalive);
+}
+
+void Publisher::keepalive(std::uint64_t next_seq) {
+  if (keepalive_due_ms() > 0) return;
+  last_send_ = std::chrono::steady_clock::now();
+  const std::string ka = wire::encode_keepalive(next_seq, realtime_ns(), cfg_.stream);
+  // pubsub: one frame reaches every subscriber; pipeline: PUSH hands each frame to one
+  // consumer, so one per consumer (never waiting: a full consumer is busy, not idle).
+  const int n = cfg_.pattern == Pattern::pubsub ? 1 : std::max(1, consumers());
+  for (int i = 0; i < n; ++i)
+    if (zmq_send(sock_, ka.data(), ka.size(), ZMQ_DONTWAIT) < 0) break;
+}
+
+EndOfStreamResult Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + cfg_.linger;
-  const std::string eos = wire::encode_end_of_stream(next_seq, realtime_ns());
+  const std::string eos = wire::encode_end_of_stream(next_seq, realtime_ns(), cfg_.stream);
+  EndOfStreamResult result;
   if (cfg_.pattern == Pattern::pubsub) {
     // The marker must reach every subscriber. With XPUB_NODROP a send waits for room
     // instead of dropping it, but only for subscribers ZeroMQ considers writable: one
@@ -237,15 +390,12 @@ void Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
       auto next = clock::now() + std::chrono::milliseconds(100);
       for (;;) {
         drain_events();
-        if (sent_once && plh_subs_ <= 0) return;
+        if (sent_once && plh_subs_ <= 0) return result;
         const int left = remaining_ms(deadline);
         if (left == 0 || woken(wake)) {
-          if (!sent_once)
-            spdlog::warn("end of stream could not be delivered within {} ms: a subscriber is not reading",
-                         cfg_.linger.count());
-          else
-            spdlog::info("{} subscriber(s) still attached after end of stream; closing", plh_subs_);
-          return;
+          result.delivered = sent_once;
+          result.unconfirmed = std::max(plh_subs_, sent_once ? 0 : 1);
+          return result;
         }
         const int tick = remaining_ms(next);
         if (tick == 0) break;
@@ -257,11 +407,11 @@ void Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
   // consumer took one and hung up (plh-sub does), or the linger time is over.
   for (bool first = true;; first = false) {
     drain_events();
-    if (peers_ <= 0) return;
+    if (peers_ <= 0) return result;
     const int left = remaining_ms(deadline);
     if (!first && (left == 0 || woken(wake))) {
-      spdlog::info("{} pipeline consumer(s) still attached after end of stream; closing", peers_);
-      return;
+      result.unconfirmed = peers_;
+      return result;
     }
     for (int i = 0; i < peers_; ++i) zmq_send(sock_, eos.data(), eos.size(), ZMQ_DONTWAIT);
     poll_socket(monitor_, ZMQ_POLLIN, wake, std::min(left, 50));
@@ -282,8 +432,21 @@ Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::m
   try {
     sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_PULL : ZMQ_SUB);
     if (!sock_) throw_zmq_error("cannot create the data socket");
-    set_int(sock_, ZMQ_RCVHWM, cfg_.hwm, "ZMQ_RCVHWM");
+    // The receive queue counts frames; with frames of up to max_message_size bytes the
+    // queue is bounded to max_queue_bytes by queueing fewer of them.
+    int hwm = cfg_.hwm;
+    if (cfg_.max_message_size > 0 && cfg_.max_queue_bytes > 0)
+      hwm = static_cast<int>(std::clamp<std::int64_t>(cfg_.max_queue_bytes / cfg_.max_message_size, 1, hwm));
+    set_int(sock_, ZMQ_RCVHWM, hwm, "ZMQ_RCVHWM");
     set_int(sock_, ZMQ_LINGER, 0, "ZMQ_LINGER");
+    if (cfg_.max_message_size > 0) {
+      const std::int64_t max = cfg_.max_message_size;
+      if (zmq_setsockopt(sock_, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0) throw_zmq_error("cannot set ZMQ_MAXMSGSIZE");
+    }
+    monitor_ = start_monitor(ctx_, sock_, this, "sub",
+                             ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_DISCONNECTED);
     if (cfg_.server_key) {
       const CurveKeypair mine = generate_curve_keypair();
       set_str(sock_, ZMQ_CURVE_SERVERKEY, *cfg_.server_key, "ZMQ_CURVE_SERVERKEY");
@@ -299,6 +462,7 @@ Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::m
       throw UsageError("invalid endpoint '" + cfg_.endpoint + "': " + zmq_strerror(err));
     }
   } catch (...) {
+    if (monitor_) zmq_close(monitor_);
     if (sock_) zmq_close(sock_);
     zmq_ctx_term(ctx_);
     throw;
@@ -307,6 +471,7 @@ Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::m
 
 Subscriber::~Subscriber() {
   msg_.reset();
+  if (monitor_) zmq_close(monitor_);
   if (sock_) zmq_close(sock_);
   if (ctx_) zmq_ctx_term(ctx_);
 }
@@ -332,6 +497,57 @@ void Subscriber::report_gap(std::uint64_t expected, std::uint64_t got) {
   }
 }
 
+const ConnectionState& Subscriber::connection() {
+  std::uint16_t event = 0;
+  std::uint32_t value = 0;
+  while (monitor_ && next_monitor_event(monitor_, event, value)) {
+    switch (event) {
+      case ZMQ_EVENT_CONNECTED: ++conn_.tcp_connects; break;
+      case ZMQ_EVENT_CONNECT_RETRIED: ++conn_.retries; break;
+      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+        // Back after a drop: what was in flight is lost (counted as a gap by seq).
+        if (conn_.disconnects > 0)
+          spdlog::warn("'{}': data connection to {} was lost and is back ({} time(s) so far): a frame over the "
+                       "{}-byte --max-message-size, or the network",
+                       label_.empty() ? cfg_.endpoint : label_, cfg_.endpoint, conn_.disconnects,
+                       cfg_.max_message_size);
+        conn_.handshake_ok = true;
+        conn_.connected = true;
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        ++conn_.auth_failures;
+        conn_.status_code = static_cast<int>(value);
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: ++conn_.handshake_failures; break;
+      case ZMQ_EVENT_DISCONNECTED:
+        if (conn_.connected) {
+          ++conn_.disconnects;
+          ++stats_.dropped_connections;
+          // libzmq does not reconnect after a protocol error (an oversized frame is
+          // one): connect again ourselves. After a plain network error this replaces
+          // libzmq's own reconnect.
+          zmq_disconnect(sock_, cfg_.endpoint.c_str());
+          if (zmq_connect(sock_, cfg_.endpoint.c_str()) != 0)
+            spdlog::warn("cannot reconnect to {}: {}", cfg_.endpoint, zmq_strerror(zmq_errno()));
+        }
+        conn_.connected = false;
+        break;
+      default: break;
+    }
+  }
+  return conn_;
+}
+
+std::uint64_t Subscriber::account_tail(std::uint64_t final_seq) {
+  if (expected_seq_ == 0 || final_seq < expected_seq_) return 0;
+  const std::uint64_t lost = final_seq - expected_seq_ + 1;
+  stats_.gaps += lost;
+  ++stats_.gap_events;
+  expected_seq_ = final_seq + 1;
+  return lost;
+}
+
 const wire::DecodedFrame* Subscriber::try_receive() {
   for (;;) {
     if (zmq_msg_recv(&msg_->m, sock_, ZMQ_DONTWAIT) < 0) {
@@ -355,6 +571,22 @@ const wire::DecodedFrame* Subscriber::try_receive() {
       continue;
     }
     const auto& h = frame_.header;
+    if (cfg_.expected_stream != 0 && h.stream != cfg_.expected_stream) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "stream id %08x, expected %08x", h.stream, cfg_.expected_stream);
+      throw StreamMismatch("the publisher at " + cfg_.endpoint + " is not the one registered for '" +
+                           (label_.empty() ? cfg_.endpoint : label_) + "' (" + buf +
+                           "): another program answers at the registered address; nothing of its stream was output");
+    }
+    last_frame_ = std::chrono::steady_clock::now();
+    if (h.keepalive()) {
+      ++stats_.keepalives;
+      if (cfg_.pattern == Pattern::pubsub) {
+        if (expected_seq_ != 0 && h.seq > expected_seq_) report_gap(expected_seq_, h.seq);
+        if (expected_seq_ == 0 || h.seq > expected_seq_) expected_seq_ = h.seq;
+      }
+      continue;
+    }
     if (h.end_of_stream()) {
       if (cfg_.pattern == Pattern::pubsub && expected_seq_ != 0 && h.seq > expected_seq_)
         report_gap(expected_seq_, h.seq);

@@ -41,7 +41,7 @@ void write_header(char* out, const Header& h) {
   put_le(out + 8, h.seq);
   put_le(out + 16, h.ts_ns);
   put_le(out + 24, h.count);
-  put_le(out + 28, h.reserved);
+  put_le(out + 28, h.stream);
 }
 
 Header read_header(const char* in) {
@@ -51,13 +51,14 @@ Header read_header(const char* in) {
   h.seq = get_le<std::uint64_t>(in + 8);
   h.ts_ns = get_le<std::int64_t>(in + 16);
   h.count = get_le<std::uint32_t>(in + 24);
-  h.reserved = get_le<std::uint32_t>(in + 28);
+  h.stream = get_le<std::uint32_t>(in + 28);
   return h;
 }
 
-std::string encode_single(std::uint64_t seq, std::int64_t ts_ns, std::string_view payload) {
+std::string encode_single(std::uint64_t seq, std::int64_t ts_ns, std::string_view payload, std::uint32_t stream) {
   std::string out(kHeaderSize + payload.size(), '\0');
   Header h;
+  h.stream = stream;
   h.seq = seq;
   h.ts_ns = ts_ns;
   h.count = 1;
@@ -66,15 +67,26 @@ std::string encode_single(std::uint64_t seq, std::int64_t ts_ns, std::string_vie
   return out;
 }
 
-std::string encode_end_of_stream(std::uint64_t next_seq, std::int64_t ts_ns) {
+namespace {
+std::string control_frame(std::uint32_t flags, std::uint64_t next_seq, std::int64_t ts_ns, std::uint32_t stream) {
   std::string out(kHeaderSize, '\0');
   Header h;
-  h.flags = kFlagEndOfStream;
+  h.flags = flags;
   h.seq = next_seq;
   h.ts_ns = ts_ns;
   h.count = 0;
+  h.stream = stream;
   write_header(out.data(), h);
   return out;
+}
+}  // namespace
+
+std::string encode_end_of_stream(std::uint64_t next_seq, std::int64_t ts_ns, std::uint32_t stream) {
+  return control_frame(kFlagEndOfStream, next_seq, ts_ns, stream);
+}
+
+std::string encode_keepalive(std::uint64_t next_seq, std::int64_t ts_ns, std::uint32_t stream) {
+  return control_frame(kFlagBatch | kFlagKeepalive, next_seq, ts_ns, stream);
 }
 
 void FrameEncoder::begin(std::uint64_t first_seq, std::int64_t ts_ns) {
@@ -108,6 +120,7 @@ std::string_view FrameEncoder::finish() {
   h.seq = first_seq_;
   h.ts_ns = ts_ns_;
   h.count = count_;
+  h.stream = stream_;
   if (count_ == 1) {
     // Plain single frame: header directly before the payload. Shift the header by the
     // prefix instead of moving a possibly large payload.
@@ -139,6 +152,10 @@ DecodeStatus decode_frame(std::string_view frame, DecodedFrame& out) {
   if (h.magic != kMagic) return DecodeStatus::bad_magic;
   if (h.end_of_stream()) return DecodeStatus::ok;
   const std::string_view payload = frame.substr(kHeaderSize);
+  if (h.keepalive()) {
+    if (h.count != 0) return DecodeStatus::bad_count;
+    return payload.empty() ? DecodeStatus::ok : DecodeStatus::trailing_bytes;
+  }
   if (!h.batch()) {
     if (h.count != 1) return DecodeStatus::bad_count;
     out.messages.push_back(payload);

@@ -33,6 +33,8 @@ TEST_CASE("plh-pub argument errors and exit codes", "[cli][pubsub]") {
       // Direct mode needs no broker: empty stdin is a complete (empty) stream.
       {{"--no-broker"}, 0, ""},
       {{"--no-broker", "-w", "1", "-W", "200ms"}, 3, "plh-pub: error: timed out waiting for 1 consumer(s)"},
+      {{"lab.temp", "--advertise", "a b"}, 2, "plh-pub: error: invalid --advertise host 'a b'"},
+      {{"--no-broker", "--print-endpoint", "--advertise", "192.0.2.1"}, 0, ""},
   };
   for (const auto& c : cases) check_case(PLH_PUB_BIN, "plh-pub", c);
 }
@@ -53,6 +55,16 @@ TEST_CASE("plh-sub argument errors and exit codes", "[cli][pubsub]") {
       {{"--connect", "tcp://127.0.0.1:1", "--pattern", "fanout"}, 2, "plh-sub: error: unknown pattern 'fanout'"},
       {{"--connect", "tcp://127.0.0.1:1", "-W", "200ms"}, 3, "plh-sub: error: timed out before the end of stream"},
       {{"--connect", "tcp://127.0.0.1:1", "-n", "3", "-W", "200ms"}, 3, "plh-sub: error: timed out: received 0 of 3"},
+      {{"--connect", "tcp://127.0.0.1:1", "--connect-timeout", "200ms", "-W", "20s"}, 1,
+       "plh-sub: error: cannot connect to the publisher at tcp://127.0.0.1:1 within --connect-timeout 200ms: "
+       "connection refused"},
+      {{"--connect", "tcp://127.0.0.1:1", "--connect-timeout", "soon"}, 2, "plh-sub: error: "},
+      {{"--connect", "tcp://127.0.0.1:1", "--follow"}, 2, "plh-sub: error: --follow needs a broker"},
+      {{"--connect", "tcp://127.0.0.1:1", "--max-message-size", "0"}, 2,
+       "plh-sub: error: --max-message-size must be positive"},
+      {{"--connect", "tcp://127.0.0.1:1", "--max-queue", "0"}, 2, "plh-sub: error: --max-queue must be positive"},
+      {{"lab.temp", "--wait", "-W", "1s", "--broker-timeout", "200ms"}, 3,
+       "plh-sub: error: timed out waiting for the broker for 'lab.temp'"},
   };
   for (const auto& c : cases) check_case(PLH_SUB_BIN, "plh-sub", c);
 }

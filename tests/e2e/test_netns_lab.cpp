@@ -73,3 +73,17 @@ TEST_CASE("lab: a host with its own PID namespace sees itself as PID 1", "[e2e][
   CHECK(a.code == 0);
   CHECK(a.out == "1\ntwin\n");
 }
+
+TEST_CASE("lab: every host has a machine id of its own", "[e2e][netns]") {
+  Lab lab = Lab::require_specs(std::vector<HostSpec>{{"boxa", "twin", false}, {"boxb", "twin", true}});
+  RunResult a = lab.run("boxa", {"/bin/cat", "/etc/machine-id"});
+  RunResult b = lab.run("boxb", {"/bin/cat", "/etc/machine-id"});
+  RunResult here = run({"/bin/cat", "/etc/machine-id"});
+  REQUIRE(here.code == 0);
+  CHECK(a.code == 0);
+  CHECK(b.code == 0);
+  CHECK(a.out.size() == 33);
+  CHECK(a.out != b.out);
+  CHECK(a.out != here.out);
+  CHECK(b.out != here.out);
+}

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "plh/broker_client.hpp"
 #include "process.hpp"
 #include "test_broker_process.hpp"
 
@@ -74,7 +75,7 @@ Child listed_publisher(const BrokerProcess& b, const std::map<std::string, std::
 
 }  // namespace
 
-TEST_CASE("seq 100000 through plh-pub reaches two subscribers; all three end on their own", "[e2e][pubsub]") {
+TEST_CASE("seq 100000 through plh-pub reaches two subscribers - all three end on their own", "[e2e][pubsub]") {
   auto broker = fast_broker();
   const auto ch = channel("lab.temp");
   auto env = env_for(broker);
@@ -138,7 +139,7 @@ TEST_CASE("line framing: empty lines, a last line without newline, a 16 MiB line
   }
 }
 
-TEST_CASE("binary data survives -f len and -f zero byte for byte; raw concatenates", "[e2e][pubsub]") {
+TEST_CASE("binary data survives -f len and -f zero byte for byte - raw concatenates", "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
   TempDir dir;
@@ -325,7 +326,7 @@ TEST_CASE("a channel registered with a pattern plh-sub cannot read: exit 1 namin
   CHECK(res.out.empty());
 }
 
-TEST_CASE("a publisher killed with SIGKILL: subscribers exit 1 naming the channel; the broker drops it",
+TEST_CASE("a publisher killed with SIGKILL: subscribers exit 1 naming the channel - the broker drops it",
           "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
@@ -376,14 +377,14 @@ TEST_CASE("broker restarted mid-stream: data keeps flowing without a gap and the
   CHECK(r.out.find("199\n") != std::string::npos);
 }
 
-TEST_CASE("a subscriber that does not keep up loses data at the HWM, counted as gaps; the publisher is not held up",
+TEST_CASE("a subscriber that does not keep up loses data at the HWM, counted as gaps - the publisher is not held up",
           "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("slow");
   TempDir dir;
   // The subscriber's stdout is a pipe nobody reads until the publisher has finished.
-  auto s = Child::shell("$SUB " + ch + " --wait -W 60 --stats --hwm 2 | (while [ ! -e " + dir.file("done") +
+  auto s = Child::shell("set -o pipefail; $SUB " + ch + " --wait -W 60 --stats --hwm 2 | (while [ ! -e " + dir.file("done") +
                             " ]; do sleep 0.05; done; cat > /dev/null)",
                         env);
   // 30 MB of 1000-byte lines: far more than the HWMs and socket buffers hold.
@@ -392,14 +393,19 @@ TEST_CASE("a subscriber that does not keep up loses data at the HWM, counted as 
                         env);
   auto rp = p.wait(60s);
   spit(dir.file("done"), "");
-  CHECK(rp.code == 0);
+  // Neither side hides it: the publisher could not deliver the end within --linger, the
+  // subscriber lost messages (exit 0 would mean complete).
+  CHECK(rp.code == 1);
+  CHECK(rp.err.find("1 consumer(s) did not confirm the end of stream within --linger 1s") != std::string::npos);
   auto r = s.wait(30s);
-  CHECK(r.code == 0);
+  CHECK(r.code == 1);
   CHECK(r.err.find("sequence gap") != std::string::npos);
   CHECK(r.err.find(" 0 gaps") == std::string::npos);
+  CHECK(r.err.find("plh-sub: error: '" + ch + "': ") != std::string::npos);
+  CHECK(r.err.find(" message(s) lost in ") != std::string::npos);
 }
 
-TEST_CASE("EPIPE on stdout ends plh-sub quietly with exit 0; SIGTERM gives 143", "[e2e][pubsub]") {
+TEST_CASE("EPIPE on stdout ends plh-sub quietly with exit 0 - SIGTERM gives 143", "[e2e][pubsub]") {
   auto broker = fast_broker();
   auto env = env_for(broker);
   const auto ch = channel("pipe");
@@ -432,7 +438,7 @@ TEST_CASE("direct mode: plh-pub --no-broker --bind and plh-sub --connect", "[e2e
   }
 }
 
-TEST_CASE("interop: a plain pyzmq SUB reads plh-pub; a plain pyzmq PUB feeds plh-sub, malformed frames skipped",
+TEST_CASE("interop: a plain pyzmq SUB reads plh-pub - a plain pyzmq PUB feeds plh-sub, malformed frames skipped",
           "[e2e][pubsub]") {
   const std::string dir = std::string(PLH_SOURCE_DIR) + "/tests/e2e";
   {
@@ -559,4 +565,124 @@ TEST_CASE("SIGINT on plh-pub ends the stream: subscribers print everything and e
   p.kill(SIGINT);
   CHECK(p.wait(10s).code == 130);
   CHECK(s.wait(10s).code == 0);
+}
+
+// ---------------------------------------------------------------------------------
+// Issue 9: no silent loss, unreachable is an error, channel identity, --follow, --wait
+// for the broker.
+
+TEST_CASE("1,000,000 lines to a subscriber whose stdout stalls: the missing tail is loss on both sides, exit 1",
+          "[e2e][pubsub]") {
+  auto broker = fast_broker();
+  auto env = env_for(broker);
+  const auto ch = channel("tail");
+  TempDir dir;
+  // stdout is a pipe read only after the publisher has given up (--linger 1s).
+  auto s = Child::shell("set -o pipefail; $SUB " + ch + " --wait -W 60 --stats | (while [ ! -e " + dir.file("done") +
+                            " ]; do sleep 0.05; done; wc -l > " + dir.file("count") + ")",
+                        env);
+  auto p = Child::shell("seq 1000000 | $PUB " + ch + " -w 1 -W 20 --linger 1s", env);
+  auto rp = p.wait(60s);
+  spit(dir.file("done"), "");
+  auto r = s.wait(60s);
+  INFO(rp.err);
+  INFO(r.err);
+  CHECK(rp.code == 1);
+  CHECK(rp.err.find("plh-pub: error: '" + ch + "': 1 consumer(s) did not confirm the end of stream within --linger 1s") !=
+        std::string::npos);
+  CHECK(rp.err.find("message(s) unconfirmed") != std::string::npos);
+  CHECK(r.code == 1);
+  const long got = std::stol(slurp(dir.file("count")));
+  CHECK(got < 1000000);
+  CHECK(r.err.find("never arrived") != std::string::npos);
+  CHECK(r.err.find("..1000000) never arrived") != std::string::npos);
+  CHECK(r.err.find(std::to_string(1000000 - got) + " message(s) lost") != std::string::npos);
+}
+
+TEST_CASE("plh-sub --connect to an endpoint nothing listens on: exit 1 within --connect-timeout, naming it",
+          "[e2e][pubsub]") {
+  // A port that was just free: a broker bound it and is gone.
+  std::string dead;
+  {
+    auto b = fast_broker();
+    dead = b.endpoint;
+    CHECK(b.stop() == 0);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = run({PLH_SUB_BIN, "--connect", dead, "--connect-timeout", "1s", "-W", "30"}, "", 40s);
+  CHECK(std::chrono::steady_clock::now() - t0 < 20s);
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("plh-sub: error: cannot connect to the publisher at " + dead + " within --connect-timeout 1s: "
+                   "connection refused") == 0);
+}
+
+TEST_CASE("a subscriber that reached another stream at the registered address is exit 1, nothing on stdout",
+          "[e2e][pubsub]") {
+  auto broker = fast_broker();
+  auto env = env_for(broker);
+  const auto ch = channel("ident");
+  // Some other publisher, not registered, sending all the time.
+  auto other = Child::shell("yes intruder | $PUB --no-broker --print-endpoint", env);
+  auto ep = other.read_line(10s);
+  REQUIRE(ep);
+  // The channel as registered by its real producer names that address (a stale or
+  // wrong registration), with its own stream id.
+  plh::BrokerClientConfig bc;
+  bc.endpoint = broker.endpoint;
+  plh::BrokerClient client(bc);
+  plh::ChannelRegistration reg;
+  reg.channel = ch;
+  reg.endpoint = *ep;
+  reg.metadata["plh_stream"] = 0x5EED5EEDu;
+  client.register_channel(reg);
+  auto r = run({PLH_SUB_BIN, ch, "-W", "20"}, "", 30s, env);
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("plh-sub: error: the publisher at " + *ep + " is not the one registered for '" + ch + "'") == 0);
+  CHECK(r.err.find("expected 5eed5eed") != std::string::npos);
+}
+
+TEST_CASE("plh-sub --follow stays on the channel across two publishers, -n ends it", "[e2e][pubsub]") {
+  auto broker = fast_broker();
+  auto env = env_for(broker);
+  const auto ch = channel("follow");
+  auto s = Child::spawn({PLH_SUB_BIN, ch, "--follow", "-n", "6", "-W", "40", "--line-buffered"}, env);
+  auto p1 = Child::shell("printf '1\\n2\\n3\\n' | $PUB " + ch + " -w 1 -W 20", env);
+  for (const char* want : {"1", "2", "3"}) {
+    auto l = s.read_line(20s);
+    REQUIRE(l);
+    CHECK(*l == want);
+  }
+  CHECK(p1.wait(20s).code == 0);
+  auto p2 = Child::shell("printf '4\\n5\\n6\\n' | $PUB " + ch + " -w 1 -W 20", env);
+  auto r = s.wait(40s);
+  CHECK(p2.wait(20s).code == 0);
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK(r.out == "4\n5\n6\n");
+  CHECK(r.err.find("the publisher ended its stream") != std::string::npos);
+  CHECK(r.err.find("following the next publisher at ") != std::string::npos);
+}
+
+TEST_CASE("plh-sub --wait also waits for the broker to come up", "[e2e][pubsub]") {
+  std::string endpoint;
+  {
+    auto b = fast_broker();
+    endpoint = b.endpoint;
+    CHECK(b.stop() == 0);
+  }
+  std::map<std::string, std::string> env{{"PLH_BROKER", endpoint}, {"PUB", PLH_PUB_BIN}};
+  const auto ch = channel("late");
+  auto s = Child::spawn({PLH_SUB_BIN, ch, "--wait", "-W", "40", "--broker-timeout", "500ms"}, env);
+  // Still waiting after several broker timeouts (exit 5 after one, before).
+  CHECK(!eventually([&] { return !s.running(); }, 2s));
+  auto broker = fast_broker({}, endpoint);
+  auto p = Child::shell("seq 3 | $PUB " + ch + " -w 1 -W 20", env);
+  auto r = s.wait(40s);
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK(r.out == "1\n2\n3\n");
+  CHECK(r.err.empty());
+  CHECK(p.wait(20s).code == 0);
 }

@@ -3,7 +3,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 
@@ -39,6 +43,29 @@ void must(const std::vector<std::string>& argv) {
   }
 }
 
+// `ip netns exec NS` bind-mounts every file of /etc/netns/NS over the one of the same name
+// in /etc: each host gets its own /etc/machine-id, as a machine of its own would have.
+std::string etc_dir(const std::string& ns) { return "/etc/netns/" + ns; }
+
+void give_machine_id(const std::string& ns) {
+  std::error_code ec;
+  if (!std::filesystem::exists("/etc/machine-id", ec)) return;  // nothing to bind over
+  std::filesystem::create_directories(etc_dir(ns), ec);
+  std::random_device rd;
+  std::ostringstream id;
+  for (int i = 0; i < 4; ++i) {
+    char part[9];
+    std::snprintf(part, sizeof part, "%08x", static_cast<unsigned>(rd()));
+    id << part;
+  }
+  std::ofstream(etc_dir(ns) + "/machine-id") << id.str() << "\n";
+}
+
+void forget_machine_id(const std::string& ns) {
+  std::error_code ec;
+  std::filesystem::remove_all(etc_dir(ns), ec);
+}
+
 // Namespaces left behind by a test process that was killed: "plhlab-PID..." whose PID is gone.
 void sweep_stale() {
   std::error_code ec;
@@ -47,7 +74,10 @@ void sweep_stale() {
     if (name.rfind(kPrefix, 0) != 0) continue;
     const std::string rest = name.substr(std::char_traits<char>::length(kPrefix));
     const pid_t pid = static_cast<pid_t>(std::atol(rest.c_str()));
-    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) sh({ip_bin(), "netns", "del", name});
+    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) {
+      sh({ip_bin(), "netns", "del", name});
+      forget_machine_id(name);
+    }
   }
 }
 
@@ -86,6 +116,7 @@ Lab Lab::require_specs(const std::vector<HostSpec>& specs) {
     h.port = "v" + std::to_string(n);
     must({ip_bin(), "netns", "add", h.ns});
     lab.hosts_.push_back(h);  // from here the destructor deletes it
+    give_machine_id(h.ns);
     must({ip_bin(), "link", "add", "eth0", "netns", h.ns, "type", "veth", "peer", "name", h.port, "netns",
           lab.switch_ns_});
     must({ip_bin(), "-n", lab.switch_ns_, "link", "set", h.port, "master", "br0"});
@@ -113,7 +144,10 @@ Lab::~Lab() {
     for (long pid; in >> pid;)
       if (pid > 1) ::kill(static_cast<pid_t>(pid), SIGKILL);
   }
-  for (const auto& ns : all) sh({ip_bin(), "netns", "del", ns});
+  for (const auto& ns : all) {
+    sh({ip_bin(), "netns", "del", ns});
+    forget_machine_id(ns);
+  }
 }
 
 const Lab::Host& Lab::host(const std::string& key) const {

@@ -17,6 +17,8 @@
 // UTS namespace whose host name is the host's name (so two hosts may even share a name:
 // pass the same name twice with distinct keys through `HostSpec` and require_specs). With `own_pid_ns`
 // they also get a new PID namespace (they see themselves as PID 1, like a container).
+// Each host also has its own /etc/machine-id (random; bind-mounted by `ip netns exec` from
+// /etc/netns/NS/), so a tool that tells machines apart by machine id sees distinct machines.
 //
 // Link faults: link_down/link_up (carrier off/on, as a pulled cable), shape (a tc qdisc
 // on the host's eth0, e.g. "tbf rate 10mbit burst 32kbit latency 400ms"), block/unblock

@@ -123,3 +123,43 @@ TEST_CASE("decoder survives every truncation of a valid batch", "[wire]") {
     CHECK(d.messages.empty());
   }
 }
+
+TEST_CASE("keepalive: an empty batch with the keepalive flag and the next seq, stream id at offset 28", "[wire]") {
+  const std::string ka = encode_keepalive(42, 7, 0xA1B2C3D4u);
+  REQUIRE(ka.size() == kHeaderSize);
+  DecodedFrame d;
+  REQUIRE(decode_frame(ka, d) == DecodeStatus::ok);
+  CHECK(d.header.keepalive());
+  CHECK(d.header.batch());  // a reader that knows no keepalive sees an empty batch
+  CHECK(!d.header.end_of_stream());
+  CHECK(d.header.count == 0);
+  CHECK(d.header.seq == 42);
+  CHECK(d.header.stream == 0xA1B2C3D4u);
+  CHECK(d.messages.empty());
+  CHECK(static_cast<unsigned char>(ka[28]) == 0xD4);  // little endian
+  // A keepalive carries nothing: messages or payload bytes are malformed.
+  CHECK(decode_frame(header(kFlagBatch | kFlagKeepalive, 1, 0, 1) + le32(1) + "a", d) == DecodeStatus::bad_count);
+  CHECK(decode_frame(ka + "x", d) == DecodeStatus::trailing_bytes);
+  // An empty batch without the flag stays malformed.
+  CHECK(decode_frame(header(kFlagBatch, 1, 0, 0), d) == DecodeStatus::bad_count);
+}
+
+TEST_CASE("the stream id is written into every frame the encoder makes and into EOS markers", "[wire]") {
+  FrameEncoder enc;
+  enc.set_stream(0x01020304u);
+  DecodedFrame d;
+  enc.begin(5, 0);
+  enc.add("one");
+  REQUIRE(decode_frame(std::string(enc.finish()), d) == DecodeStatus::ok);
+  CHECK(d.header.stream == 0x01020304u);
+  enc.begin(6, 0);
+  enc.add("a");
+  enc.add("b");
+  REQUIRE(decode_frame(std::string(enc.finish()), d) == DecodeStatus::ok);
+  CHECK(d.header.stream == 0x01020304u);
+  REQUIRE(decode_frame(encode_end_of_stream(8, 0, 9), d) == DecodeStatus::ok);
+  CHECK(d.header.stream == 9);
+  CHECK(d.header.seq == 8);
+  REQUIRE(decode_frame(encode_single(1, 0, "x", 77), d) == DecodeStatus::ok);
+  CHECK(d.header.stream == 77);
+}

@@ -18,7 +18,11 @@ int main(int argc, char** argv) {
         app.add_option("--chunk-size", chunk, "raw: largest message cut from the input (default 64K)");
         app.add_option("--pattern", pattern,
                        "pubsub (every subscriber gets every message) or pipeline (each message to one consumer)");
-        app.add_option("--bind", o.bind, "Data endpoint to bind (default tcp://127.0.0.1:0; tcp://*:0 for other hosts)");
+        app.add_option("--bind", o.bind,
+                       "Data endpoint to bind (default tcp://*:0, or tcp://127.0.0.1:0 when the broker is on this host)");
+        app.add_option("--advertise", o.advertise,
+                       "Host or IP address to register for the data endpoint (default $PLH_ADVERTISE, else the "
+                       "address of the interface toward the broker)");
         app.add_option("-w,--wait-subscribers", o.wait_subscribers, "Send nothing until N consumers have joined");
         app.add_option("-W,--timeout", timeout, "Give up waiting for --wait-subscribers after this long (exit 3)");
         app.add_option("--rate", o.rate, "Send at most HZ messages per second");

@@ -7,7 +7,8 @@
 int main(int argc, char** argv) {
   plh::cli::LogOptions log;
   plh::SubOptions o;
-  std::string format = "line", pattern = "pubsub", timeout;
+  std::string format = "line", pattern = "pubsub", timeout, connect_timeout = "5s", max_message = "64M",
+              max_queue = "256M";
   return plh::cli::run(
       "plh-sub", "Write the messages of a channel to stdout, one per line (or per -f frame)", argc, argv,
       [&](CLI::App& app) {
@@ -17,7 +18,15 @@ int main(int argc, char** argv) {
         app.add_option("-f,--format", format, "Output framing: line, zero, len, raw, json");
         app.add_option("-n,--count", o.count, "Exit 0 after N messages");
         app.add_option("-W,--timeout", timeout, "Exit 3 if not done (count reached or end of stream) by then");
-        app.add_flag("--wait", o.wait, "Wait for the channel to appear instead of exit 4");
+        app.add_flag("--wait", o.wait, "Wait for the channel (and the broker) to appear instead of exit 4 (5)");
+        app.add_flag("-F,--follow", o.follow,
+                     "Stay on the channel across publisher restarts, end of stream and outages (like tail -F)");
+        app.add_option("--connect-timeout", connect_timeout,
+                       "Exit 1 if the publisher's data endpoint cannot be reached within this long (default 5s; 0: "
+                       "never)");
+        app.add_option("--max-message-size", max_message,
+                       "Largest frame accepted (default 64M); a larger one is skipped and counted");
+        app.add_option("--max-queue", max_queue, "Bytes of frames queued at most while stdout is slow (default 256M)");
         app.add_option("--connect", o.connect, "Direct mode: connect to this publisher endpoint, no broker");
         app.add_option("--pattern", pattern, "Direct mode: pubsub (SUB) or pipeline (PULL)");
         app.add_option("--schema", o.schema, "Refuse a channel whose schema is not ID[@VERSION] (exit 6)");
@@ -30,6 +39,10 @@ int main(int argc, char** argv) {
           o.format = plh::parse_format(format);
           o.pattern = plh::parse_pattern(pattern);
           if (!timeout.empty()) o.timeout = plh::parse_duration(timeout);
+          o.connect_timeout =
+              std::chrono::duration_cast<std::chrono::milliseconds>(plh::parse_duration(connect_timeout));
+          o.max_message_size = static_cast<std::int64_t>(plh::parse_size(max_message));
+          o.max_queue_bytes = static_cast<std::int64_t>(plh::parse_size(max_queue));
           return plh::run_subscriber(o);
         };
       });

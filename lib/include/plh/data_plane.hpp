@@ -27,6 +27,7 @@
 #include <string_view>
 
 #include "plh/curve.hpp"
+#include "plh/error.hpp"
 #include "plh/wire.hpp"
 
 namespace plh {
@@ -46,6 +47,33 @@ struct PublisherConfig {
   int hwm = 1000;                           // frames queued per consumer
   std::optional<CurveKeypair> curve;        // serve as CURVE server with this keypair
   std::chrono::milliseconds linger{5000};   // end_of_stream's bound
+  // What endpoint() advertises (see advertised_endpoint below): `advertise` replaces
+  // the host; else a wildcard bind is replaced by this host's address toward `route_to`
+  // (the broker's endpoint; empty: the first non-loopback interface address).
+  std::string advertise;
+  std::string route_to;
+  std::uint32_t stream = 0;                 // stream id in every frame; 0: a random one
+  std::chrono::milliseconds keepalive{1000};  // idle time before a keepalive frame
+};
+
+// The endpoint a publisher bound at `bound` (as ZeroMQ reports it) should tell others:
+//  - `advertise` non-empty: its host with the bound port;
+//  - a wildcard bind (0.0.0.0, *, [::]): the local IP address of this host's interface
+//    toward route_to's host (a connected UDP socket's local address: no packet is sent),
+//    or, with no route_to or when that fails, the first non-loopback IPv4 address;
+//    never a host name or 0.0.0.0;
+//  - otherwise the bound endpoint itself.
+std::string advertised_endpoint(const std::string& bound, const std::string& advertise, const std::string& route_to);
+// True for tcp://127.x.x.x / localhost / [::1] endpoints and ipc:// / inproc:// ones: an
+// endpoint only this host can reach.
+bool endpoint_is_local(const std::string& endpoint);
+// tcp://HOST:PORT → HOST (brackets removed); "" for other transports.
+std::string endpoint_host(const std::string& endpoint);
+
+// What end_of_stream found.
+struct EndOfStreamResult {
+  int unconfirmed = 0;  // consumers (plh-sub) that had not confirmed the end at linger
+  bool delivered = true;  // pubsub: the marker could be queued at all
 };
 
 class Publisher {
@@ -56,9 +84,10 @@ class Publisher {
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
 
-  // The endpoint consumers connect to: the bound one with the real port; a wildcard
-  // address (tcp://*:0, 0.0.0.0) is replaced by this host's name.
+  // The endpoint consumers connect to: advertised_endpoint() of the bound one.
   const std::string& endpoint() const { return endpoint_; }
+  // The stream id every frame carries (non-zero).
+  std::uint32_t stream() const { return cfg_.stream; }
   // The endpoint as ZeroMQ reports it (tcp://0.0.0.0:4711 for a wildcard).
   const std::string& bound_endpoint() const { return bound_; }
   Pattern pattern() const { return cfg_.pattern; }
@@ -74,8 +103,14 @@ class Publisher {
   // readable first (the frame was not sent). Throws Error on socket failures.
   bool send(std::string_view frame, WakeFds wake = {-1, -1});
 
-  // End-of-stream marker with seq next_seq (see above). Waits at most linger.
-  void end_of_stream(std::uint64_t next_seq, WakeFds wake = {-1, -1});
+  // Milliseconds until a keepalive is due (0: now).
+  int keepalive_due_ms() const;
+  // Sends a keepalive (seq next_seq) when one is due; a pipeline sends one per consumer.
+  void keepalive(std::uint64_t next_seq);
+
+  // End-of-stream marker with seq next_seq (see above). Waits at most linger. A plh-sub
+  // confirms the end by hanging up after the marker; the result counts those that did not.
+  EndOfStreamResult end_of_stream(std::uint64_t next_seq, WakeFds wake = {-1, -1});
 
   std::uint64_t frames_sent() const { return frames_sent_; }
 
@@ -91,6 +126,7 @@ class Publisher {
   int peers_ = 0;              // pipeline: consumers past the handshake
   int failed_handshakes_ = 0;  // pipeline: failed handshakes whose disconnect is still to come
   std::uint64_t frames_sent_ = 0;
+  std::chrono::steady_clock::time_point last_send_{};
 };
 
 struct SubscriberConfig {
@@ -98,6 +134,9 @@ struct SubscriberConfig {
   Pattern pattern = Pattern::pubsub;
   int hwm = 1000;
   std::optional<std::string> server_key;  // the publisher's CURVE public key → CURVE client
+  std::uint32_t expected_stream = 0;      // refuse frames of another stream id (0: any)
+  std::int64_t max_message_size = 64 << 20;  // ZMQ_MAXMSGSIZE: a larger frame drops the connection
+  std::int64_t max_queue_bytes = 256 << 20;  // bound for what is queued: RCVHWM = this / max_message_size
 };
 
 struct SubscriberStats {
@@ -107,6 +146,25 @@ struct SubscriberStats {
   std::uint64_t gaps = 0;       // messages missed (sequence jumps), pubsub only
   std::uint64_t gap_events = 0; // number of jumps
   std::uint64_t malformed = 0;  // frames skipped as malformed
+  std::uint64_t keepalives = 0; // keepalive frames
+  std::uint64_t dropped_connections = 0;  // data connection lost after a handshake (e.g. an oversized frame)
+};
+
+// The data connection as libzmq's socket monitor reports it.
+struct ConnectionState {
+  bool handshake_ok = false;    // a ZMTP (and CURVE) handshake succeeded at least once
+  bool connected = false;       // a connection is up right now
+  int tcp_connects = 0;         // TCP connections established (ZMQ_EVENT_CONNECTED)
+  int retries = 0;              // ZMQ_EVENT_CONNECT_RETRIED
+  int auth_failures = 0;        // ZMQ_EVENT_HANDSHAKE_FAILED_AUTH (ZAP refused our key)
+  int handshake_failures = 0;   // other failed handshakes (protocol, mechanism, no detail)
+  int disconnects = 0;          // ZMQ_EVENT_DISCONNECTED after a successful handshake
+  int status_code = 0;          // ZAP status of the last auth failure
+};
+
+// Thrown by Subscriber::try_receive for a frame of another stream than expected_stream.
+struct StreamMismatch : Error {
+  explicit StreamMismatch(const std::string& m) : Error(ExitCode::failure, m) {}
 };
 
 class Subscriber {
@@ -121,8 +179,20 @@ class Subscriber {
   // Malformed frames are counted, reported on stderr (rate-limited) and skipped. The
   // returned frame stays valid until the next call. An end-of-stream marker is returned
   // as a frame with header.end_of_stream() and no messages; ended() is true afterwards.
-  // Sequence gaps (pubsub) are counted and reported on stderr, rate-limited.
+  // Sequence gaps (pubsub) are counted and reported on stderr, rate-limited. Keepalives
+  // are consumed here (they position the sequence). A frame whose stream id is not
+  // expected_stream throws StreamMismatch before anything of it is handed out.
   const wire::DecodedFrame* try_receive();
+  // The monitor's view of the data connection (drains pending events).
+  const ConnectionState& connection();
+  // When the last valid frame (data, keepalive or end of stream) arrived; epoch when none.
+  std::chrono::steady_clock::time_point last_frame() const { return last_frame_; }
+  // The seq of the next message expected (0: nothing seen yet, not even a keepalive).
+  std::uint64_t expected_seq() const { return expected_seq_; }
+  // Records that messages up to final_seq were sent (from the broker when the producer
+  // deregistered); returns how many of them after the last one received never arrived
+  // (0 when nothing was seen at all). Counted in stats().gaps.
+  std::uint64_t account_tail(std::uint64_t final_seq);
   // Waits until a frame may be waiting, a wake fd is readable, or timeout
   // (negative: forever). Returns true when the socket has input.
   bool wait(std::chrono::milliseconds timeout, WakeFds wake = {-1, -1}, bool* wake_fd_ready = nullptr);
@@ -139,6 +209,9 @@ class Subscriber {
   SubscriberConfig cfg_;
   void* ctx_ = nullptr;
   void* sock_ = nullptr;
+  void* monitor_ = nullptr;
+  ConnectionState conn_;
+  std::chrono::steady_clock::time_point last_frame_{};
   struct Msg;
   std::unique_ptr<Msg> msg_;
   wire::DecodedFrame frame_;

@@ -25,7 +25,10 @@ struct PubOptions {
   Format format = Format::line;
   std::size_t chunk_size = 64 * 1024;    // raw: input chunk size
   Pattern pattern = Pattern::pubsub;
-  std::string bind = "tcp://127.0.0.1:0";
+ // "" (default): tcp://127.0.0.1:0 when the broker is on this host (or --no-broker),
+  // else tcp://*:0 (every interface).
+  std::string bind;
+  std::string advertise;                 // host to register instead of the bound one; else $PLH_ADVERTISE
   int wait_subscribers = 0;              // -w: consumers to wait for before sending
   std::optional<std::chrono::nanoseconds> timeout;  // -W: bound for -w
   double rate = 0;                       // messages per second, 0 = as fast as possible
@@ -51,6 +54,10 @@ struct SubOptions {
   Pattern pattern = Pattern::pubsub;     // direct mode only (else from the broker)
   std::string schema;                    // ID[@VERSION]
   int hwm = 1000;
+  std::chrono::milliseconds connect_timeout{5000};  // data connection bound (0: none)
+  std::int64_t max_message_size = 64 << 20;  // larger frames drop the connection (skipped, counted)
+  std::int64_t max_queue_bytes = 256 << 20;  // what the data socket may queue
+  bool follow = false;                   // stay on the channel across publishers (tail -F)
   bool line_buffered = false;            // flush stdout after every message
   bool stats = false;
   cli::BrokerOptions broker;
