@@ -512,9 +512,9 @@ TEST_CASE("shm: packed-record lengths flipped while the reader reads them never 
       }
   });
   bool held = false;  // the reader stopped releasing slots (the old one died of SIGSEGV)
-  for (int s = 0; s < 4000 && !held; ++s) {
+  for (int s = 0; s < 2000 && !held; ++s) {
     try {
-      auto buf = w.begin_publish(shm::Clock::now() + 10s);
+      auto buf = w.begin_publish(shm::Clock::now() + 30s);
       const std::uint32_t count = kRecords, five = 5;
       std::memcpy(buf.data(), &count, 4);
       for (std::uint32_t i = 0; i < kRecords; ++i) {
@@ -523,7 +523,8 @@ TEST_CASE("shm: packed-record lengths flipped while the reader reads them never 
       }
       w.end_publish(4 + 9 * kRecords, 0, 0, {}, shm::layout::kSlotPacked);
     } catch (const plh::TimeoutError&) {
-      held = true;
+      held = !reader.running();  // dead; a live one is only starved on a loaded machine: stop here
+      break;
     }
   }
   stop = true;
