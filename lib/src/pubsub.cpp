@@ -729,7 +729,10 @@ int run_subscriber(const SubOptions& o) {
                      label, lost, before, *final_seq);
     }
     add_stats(sub.stats());
-    ended_stream = att->cfg.expected_stream;
+    // Only a stream that ended (EOS or deregistration) is never attached again; after an
+    // outage (closed by heartbeat timeout, data plane gone) the same publisher comes back
+    // with the same stream id and --follow must take it up again.
+    ended_stream = (why == StreamEnd::eos || why == StreamEnd::deregistered) ? att->cfg.expected_stream : 0;
     switch (why) {
       case StreamEnd::count: return finish_with(0);
       case StreamEnd::stop: return finish_with(exit_code_for_stop());
