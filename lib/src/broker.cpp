@@ -176,7 +176,13 @@ struct Broker::Impl {
       const std::string_view type(static_cast<const char*>(zmq_msg_data(&parts[1])), zmq_msg_size(&parts[1]));
       const std::string_view body(static_cast<const char*>(zmq_msg_data(&parts[2])), zmq_msg_size(&parts[2]));
       const std::size_t before = out.size();
-      registry->handle(id, type, body, now, out);
+      // Strict JSON with bounded depth and size before anything is built from it: the
+      // registry's parser would take a NUL for the end of the body, and copying or
+      // serialising a deeply nested value recurses.
+      if (std::string problem = protocol::json_problem(body, protocol::kRequestLimits); !problem.empty())
+        registry->reject(id, protocol::kInvalidRequest, "body is not valid JSON: " + problem, out);
+      else
+        registry->handle(id, type, body, now, out);
       if (out.size() > before && out[before].type == protocol::kError && spdlog::should_log(spdlog::level::warn)) {
         // First entry for this request is its reply.
         auto j = nlohmann::json::parse(out[before].body, nullptr, false);

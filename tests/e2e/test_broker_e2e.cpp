@@ -2,7 +2,11 @@
 // survival of hostile input.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <csignal>
+#include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <random>
 
@@ -217,6 +221,35 @@ TEST_CASE("hostile input: the broker keeps serving", "[e2e][broker][fuzz]") {
   auto disc = client.discover("after.fuzz");
   CHECK(disc["endpoint"] == "tcp://127.0.0.1:9");
   CHECK(ctl({"ping"}, b.endpoint).code == 0);
+  CHECK(b.stop() == 0);
+}
+
+TEST_CASE("a group- or world-readable secret key or admin token file is refused with exit 6", "[e2e][broker][security]") {
+  plh::test::TempDir dir;
+  REQUIRE(plh::test::run({PLH_CTL_BIN, "keygen", "--out", dir.file("srv")}).code == 0);
+  const std::string key = dir.file("srv.key"), token = dir.file("token");
+  std::ofstream(token) << "letmein\n";
+  for (const mode_t mode : {0644, 0666, 0640, 0604}) {
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(mode));
+    INFO(octal);
+    REQUIRE(::chmod(key.c_str(), mode) == 0);
+    auto r = plh::test::run({PLH_BROKER_BIN, "--endpoint", "tcp://127.0.0.1:0", "--curve-secret-file", key}, "", 10s);
+    CHECK(r.code == 6);
+    CHECK(r.out.empty());  // no ready line: it never served
+    CHECK(r.err == "plh-broker: error: key file '" + key + "' is accessible by group or other users (mode " + octal +
+                       "); make it private with chmod 600\n");
+    REQUIRE(::chmod(token.c_str(), mode) == 0);
+    r = plh::test::run({PLH_BROKER_BIN, "--endpoint", "tcp://127.0.0.1:0", "--admin-token-file", token}, "", 10s);
+    CHECK(r.code == 6);
+    CHECK(r.err == "plh-broker: error: token file '" + token + "' is accessible by group or other users (mode " +
+                       octal + "); make it private with chmod 600\n");
+  }
+  // 0600 and 0400 are fine (the prefix form of the key path too).
+  REQUIRE(::chmod(key.c_str(), 0400) == 0);
+  REQUIRE(::chmod(token.c_str(), 0600) == 0);
+  auto b = BrokerProcess::start({"--curve-secret-file", dir.file("srv"), "--admin-token-file", token});
+  CHECK(b.ready["public_key"].is_string());
   CHECK(b.stop() == 0);
 }
 

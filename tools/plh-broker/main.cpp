@@ -28,12 +28,12 @@ int serve(const Options& o) {
   if (cfg.heartbeat_interval.count() < 1) throw plh::UsageError("--heartbeat-interval must be at least 1ms");
   if (cfg.heartbeat_timeout <= cfg.heartbeat_interval)
     throw plh::UsageError("--heartbeat-timeout must be longer than --heartbeat-interval");
-  if (!o.secret_file.empty()) cfg.curve_secret_key = plh::read_curve_secret_file(o.secret_file).secret_key;
+  if (!o.secret_file.empty()) cfg.curve_secret_key = plh::read_curve_secret_file(o.secret_file, /*require_private=*/true).secret_key;
   if (!o.allow_keys.empty()) {
     if (o.secret_file.empty()) throw plh::UsageError("--allow-keys needs --curve-secret-file");
     cfg.allowed_keys = plh::read_allowed_keys(o.allow_keys);
   }
-  if (!o.admin_token_file.empty()) cfg.admin_token = plh::read_token_file(o.admin_token_file);
+  if (!o.admin_token_file.empty()) cfg.admin_token = plh::read_token_file(o.admin_token_file, /*require_private=*/true);
   plh::install_stop_handlers();
   plh::Broker broker(cfg);
   std::printf("%s\n", broker.ready_line().c_str());
