@@ -3,6 +3,7 @@
 
 #include "plh/protocol.hpp"
 #include "plh/text.hpp"
+#include "process.hpp"
 #include "test_broker_fixture.hpp"
 
 using namespace std::chrono_literals;
@@ -371,4 +372,43 @@ TEST_CASE("a body with a NUL and garbage after the JSON is INVALID_REQUEST, not 
     c.send_frames({"PING_REQ", many});
     expect_invalid_then_alive(c, "JSON values");
   }
+}
+
+TEST_CASE("a connection idle longer than the idle timeout is dropped; a talking one is not", "[broker][hostile]") {
+  plh::BrokerConfig cfg;
+  cfg.idle_timeout = 300ms;
+  InProcessBroker b(cfg);
+  plh::test::RawZmtp idle(b.endpoint());
+  REQUIRE(idle.fd() >= 0);
+  RawClient talker(b.endpoint());
+  const auto t0 = std::chrono::steady_clock::now();
+  bool closed = false;
+  while (!closed && std::chrono::steady_clock::now() - t0 < 10s) {
+    REQUIRE(talker.call("PING_REQ", json::object()).type == "PING_ACK");
+    closed = idle.closed_by_peer(50ms);
+  }
+  CHECK(closed);
+  CHECK(plh::test::eventually([&] { return b.broker.connections() == 1; }, 5s));  // the talker's
+  CHECK(talker.call("PING_REQ", json::object()).type == "PING_ACK");
+}
+
+TEST_CASE("at the connection cap the connection idle longest makes room for a new client", "[broker][hostile]") {
+  plh::BrokerConfig cfg;
+  cfg.max_connections = 8;
+  InProcessBroker b(cfg);
+  RawClient first(b.endpoint());
+  REQUIRE(first.call("PING_REQ", json::object()).type == "PING_ACK");
+  auto flood = plh::test::open_zmtp_flood(b.endpoint(), 20, 3s);
+  REQUIRE(flood.size() == 20);
+  // The silent ones are dropped, oldest first, whenever the cap is reached.
+  int closed = 0;
+  CHECK(plh::test::eventually([&] {
+    closed = 0;
+    for (auto& z : flood) closed += z->closed_by_peer(1ms) ? 1 : 0;
+    return closed >= 12;
+  }, 10s));
+  INFO(closed << " of the flood closed");
+  RawClient late(b.endpoint());
+  CHECK(late.call("PING_REQ", json::object()).type == "PING_ACK");
+  CHECK(b.broker.connections() <= 8);
 }
