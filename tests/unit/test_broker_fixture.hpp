@@ -141,10 +141,28 @@ class RawZmtp {
       ::close(fd_);
       fd_ = -1;
     }
-    if (fd_ >= 0) send_all(hello());
+    if (fd_ >= 0) handshake(std::chrono::seconds(5));
   }
   // Takes over a connected socket (see open_zmtp_flood).
   explicit RawZmtp(int connected_fd) : fd_(connected_fd) {}
+  // Sends the greeting, waits (up to `timeout`) for the broker's, then sends READY (libzmq
+  // may refuse a READY that arrives before it sent its greeting). False when not greeted.
+  bool handshake(std::chrono::milliseconds timeout) {
+    const std::string h = hello();
+    if (!send_all(h.substr(0, 64))) return false;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::size_t got = 0;
+    char buf[64];
+    while (got < sizeof buf) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+      const ssize_t n = ::recv(fd_, buf + got, sizeof buf - got, 0);
+      if (n <= 0) return false;
+      got += static_cast<std::size_t>(n);
+    }
+    return send_all(h.substr(64));
+  }
   // The greeting (signature, version 3.0, mechanism NULL, as-client) and READY of a DEALER.
   static std::string hello() {
     std::string hello(64, '\0');
@@ -174,6 +192,24 @@ class RawZmtp {
     std::size_t done = 0;
     while (done < bytes.size()) {
       const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      done += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+  // Like send_all, but stops (false) as soon as the broker closes its side (FIN seen,
+  // POLLRDHUP), even while the kernel would still take more bytes; gives up after `timeout`.
+  bool send_until_closed(const std::string& bytes, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd_, POLLOUT | POLLRDHUP, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      if (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) return false;
+      const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
       if (n <= 0) return false;
       done += static_cast<std::size_t>(n);
     }
@@ -245,7 +281,7 @@ inline std::vector<std::unique_ptr<RawZmtp>> open_zmtp_flood(const std::string& 
       if (err == 0) {
         ::fcntl(it->fd, F_SETFL, ::fcntl(it->fd, F_GETFL) & ~O_NONBLOCK);
         out.push_back(std::make_unique<RawZmtp>(it->fd));
-        out.back()->send_all(RawZmtp::hello());
+        out.back()->handshake(std::chrono::milliseconds(200));
       } else {
         ::close(it->fd);
       }
