@@ -1,6 +1,7 @@
 #include "plh/broker.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
+#include "broker_connections.hpp"
 #include "plh/channel_registry.hpp"
 #include "plh/curve.hpp"
 #include "plh/error.hpp"
@@ -79,9 +81,11 @@ struct Broker::Impl {
   std::optional<std::string> pubkey;
   std::unordered_set<std::string> allowed;
   std::unique_ptr<ChannelRegistry> registry;
+  std::unique_ptr<detail::ConnectionGuard> guard;
   WarnLimiter limiter;
 
   ~Impl() {
+    guard.reset();
     if (zap) zmq_close(zap);
     if (router) zmq_close(router);
     if (ctx) zmq_ctx_term(ctx);
@@ -114,7 +118,9 @@ struct Broker::Impl {
     zmq_setsockopt(router, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof handshake_ms);
     int hwm = 10000;
     zmq_setsockopt(router, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(router, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    // Per connection: what libzmq queues for one client before it stops reading its socket.
+    int rcvhwm = 1000;
+    zmq_setsockopt(router, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
     if (config.curve_secret_key) {
       if (!is_z85_key(*config.curve_secret_key)) throw UsageError("CURVE secret key is not a 40-character Z85 key");
       pubkey = curve_public_key(*config.curve_secret_key);
@@ -123,6 +129,11 @@ struct Broker::Impl {
       zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, config.curve_secret_key->c_str(), 40);
       if (zap) zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "plh", 3);
     }
+    detail::ConnectionLimits limits;
+    limits.idle_timeout = config.idle_timeout.value_or(std::max<std::chrono::milliseconds>(
+        std::chrono::seconds(1), 3 * config.heartbeat_timeout));
+    limits.max_connections = config.max_connections;
+    guard = std::make_unique<detail::ConnectionGuard>(ctx, router, limits);
     if (zmq_bind(router, config.endpoint.c_str()) != 0) {
       const int err = zmq_errno();
       const std::string why = zmq_strerror(err);
@@ -135,6 +146,7 @@ struct Broker::Impl {
     zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, buf, &len);
     bound = buf;
     local_transport = bound.rfind("ipc://", 0) == 0 || bound.rfind("inproc://", 0) == 0;
+    guard->start();
 
     RegistryConfig rc;
     rc.heartbeat_interval = config.heartbeat_interval;
@@ -170,7 +182,8 @@ struct Broker::Impl {
   bool serve_one(std::vector<Outbound>& out, SteadyTime now) {
     zmq_msg_t parts[3];
     for (auto& p : parts) zmq_msg_init(&p);
-    int count = 0;
+    int count = 0, fd = -1;
+    std::size_t bytes = 0;
     bool more = true;
     while (more) {
       zmq_msg_t* dst = &parts[std::min(count, 2)];
@@ -183,9 +196,12 @@ struct Broker::Impl {
         for (auto& p : parts) zmq_msg_close(&p);
         return false;  // EAGAIN (nothing waiting) or interrupted
       }
+      if (count == 1) fd = zmq_msg_get(dst, ZMQ_SRCFD);  // the routing-id frame (0) is the ROUTER's own
+      if (count >= 1) bytes += zmq_msg_size(dst);
       ++count;
       more = zmq_msg_more(dst) != 0;
     }
+    guard->on_message(fd, bytes, count - 1, now);
     const std::string_view id(static_cast<const char*>(zmq_msg_data(&parts[0])), zmq_msg_size(&parts[0]));
     if (count != 3) {
       limiter.warn(now, "dropped a message with {} frames (expected type and body)", count - 1);
@@ -195,6 +211,7 @@ struct Broker::Impl {
       const std::string_view type(static_cast<const char*>(zmq_msg_data(&parts[1])), zmq_msg_size(&parts[1]));
       const std::string_view body(static_cast<const char*>(zmq_msg_data(&parts[2])), zmq_msg_size(&parts[2]));
       const std::size_t before = out.size();
+      // The registry parses the body strictly (bounded depth and size, no NUL).
       registry->handle(peer_of(id, &parts[1], local_transport), type, body, now, out);
       if (out.size() > before && out[before].type == protocol::kError && spdlog::should_log(spdlog::level::warn)) {
         // First entry for this request is its reply.
@@ -258,6 +275,7 @@ struct Broker::Impl {
     using namespace std::chrono;
     const auto sweep_period = std::clamp<milliseconds>(config.heartbeat_timeout / 10, 10ms, 250ms);
     auto next_sweep = steady_clock::now() + sweep_period;
+    auto next_tick = steady_clock::now() + detail::ConnectionGuard::kTick;
     std::vector<Outbound> out;
     out.reserve(256);
     const nanoseconds busy_poll = config.busy_poll;
@@ -266,16 +284,17 @@ struct Broker::Impl {
     unsigned dense_streak = 0;
     spdlog::info("serving on {}{}", bound, pubkey ? " (CURVE)" : "");
     for (;;) {
-      zmq_pollitem_t items[4];
+      zmq_pollitem_t items[5];
       int n = 0;
       items[n++] = {router, 0, ZMQ_POLLIN, 0};
       items[n++] = {nullptr, wake.fd(), ZMQ_POLLIN, 0};
+      items[n++] = {guard->monitor(), 0, ZMQ_POLLIN, 0};
       const int zap_index = zap ? n : -1;
       if (zap) items[n++] = {zap, 0, ZMQ_POLLIN, 0};
       if (extra_stop_fd >= 0) items[n++] = {nullptr, extra_stop_fd, ZMQ_POLLIN, 0};
       const auto now0 = steady_clock::now();
-      const long wait_ms =
-          std::max<long>(0, static_cast<long>(duration_cast<milliseconds>(next_sweep - now0).count()) + 1);
+      const long wait_ms = std::max<long>(
+          0, static_cast<long>(duration_cast<milliseconds>(std::min(next_sweep, next_tick) - now0).count()) + 1);
       // Busy-polling: look without sleeping (the sweep below still runs on time).
       const bool spin = spinning && now0 - last_request < busy_poll;
       const int rc = zmq_poll(items, n, spin ? 0 : wait_ms);
@@ -284,6 +303,7 @@ struct Broker::Impl {
         if (items[1].revents & ZMQ_POLLIN) break;
         if (extra_stop_fd >= 0 && (items[n - 1].revents & ZMQ_POLLIN)) break;
         if (zap_index >= 0 && (items[zap_index].revents & ZMQ_POLLIN)) serve_zap();
+        if (items[2].revents & ZMQ_POLLIN) guard->on_monitor(steady_clock::now());
         if (items[0].revents & ZMQ_POLLIN) {
           const auto now = steady_clock::now();
           // Dense traffic (several requests in a row less than busy_poll apart): do not
@@ -297,9 +317,14 @@ struct Broker::Impl {
         }
       }
       const auto now = steady_clock::now();
+      if (now >= next_tick) {
+        guard->tick(now);
+        next_tick = now + detail::ConnectionGuard::kTick;
+      }
       if (now >= next_sweep) {
         registry->sweep(now, out);
         send_all(out);
+        guard->sweep(now);
         limiter.roll(now);
         next_sweep = now + sweep_period;
       }
@@ -329,5 +354,18 @@ std::string Broker::ready_line() const {
 void Broker::run(int extra_stop_fd) { impl_->run(extra_stop_fd); }
 
 void Broker::stop() noexcept { impl_->wake.signal(); }
+
+std::size_t Broker::connections() const noexcept { return impl_->guard->connections(); }
+
+std::size_t Broker::raise_fd_limit() noexcept {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? static_cast<std::size_t>(-1) : static_cast<std::size_t>(rl.rlim_cur);
+}
 
 }  // namespace plh

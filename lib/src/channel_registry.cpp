@@ -137,9 +137,13 @@ void ChannelRegistry::handle(std::string_view identity, std::string_view type, s
 void ChannelRegistry::handle(const PeerInfo& peer, std::string_view type, std::string_view body, SteadyTime now,
                              std::vector<Outbound>& out) {
   const std::string_view id = peer.routing_id;
-  json req = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  // Strict JSON with bounded depth and size before anything is built from it (nlohmann's
+  // plain parse takes a NUL for the end of the body, and copying or serialising a deeply
+  // nested value recurses): protocol::parse_json, iterative, stops at the first excess.
+  std::string problem;
+  json req = p::parse_json(body, p::kRequestLimits, &problem);
   if (req.is_discarded()) {
-    reject(id, p::kInvalidRequest, "body is not valid JSON", out);
+    reject(id, p::kInvalidRequest, "body is not valid JSON: " + problem, out);
     return;
   }
   try {

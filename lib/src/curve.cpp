@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstdio>
 #include <fstream>
+#include <sstream>
 
 #include "plh/error.hpp"
 
@@ -23,10 +25,45 @@ std::string trim(std::string s) {
   return s.substr(i);
 }
 
+// The whole content of `path` (`what` names it in messages: "key file", "token file").
+// With `require_private`, a regular file that its group or other users may read or write
+// is refused (exit 6) with its mode named; checked on the opened file (fstat), so it is
+// the file actually read.
+std::string read_secret(const std::string& path, const char* what, bool require_private) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) throw UsageError(std::string("cannot read ") + what + " '" + path + "': " + errno_text(errno));
+  struct stat st {};
+  if (require_private && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    ::close(fd);
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw RefusedError(std::string(what) + " '" + path + "' is accessible by group or other users (mode " + mode +
+                       "); make it private with chmod 600");
+  }
+  std::string content;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw UsageError(std::string("cannot read ") + what + " '" + path + "': " + errno_text(err));
+    }
+    if (n == 0) break;
+    content.append(buf, static_cast<std::size_t>(n));
+    if (content.size() > (1u << 20)) {
+      ::close(fd);
+      throw UsageError(std::string(what) + " '" + path + "' is larger than 1 MiB");
+    }
+  }
+  ::close(fd);
+  return content;
+}
+
 // Meaningful lines of a key file (no comments, no blanks).
-std::vector<std::string> key_lines(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw UsageError("cannot read key file '" + path + "': " + errno_text(errno));
+std::vector<std::string> key_lines(const std::string& path, bool require_private) {
+  std::istringstream in(read_secret(path, "key file", require_private));
   std::vector<std::string> lines;
   std::string line;
   while (std::getline(in, line)) {
@@ -96,12 +133,12 @@ std::vector<std::string> write_curve_keypair(const std::string& prefix, const Cu
   return {key_path, pub_path};
 }
 
-CurveKeypair read_curve_secret_file(const std::string& path_or_prefix) {
+CurveKeypair read_curve_secret_file(const std::string& path_or_prefix, bool require_private) {
   std::string path = path_or_prefix;
   if (::access(path.c_str(), F_OK) != 0 && ::access((path + ".key").c_str(), F_OK) == 0) path += ".key";
   if (path.size() > 4 && path.compare(path.size() - 4, 4, ".pub") == 0)
     throw UsageError("'" + path + "' is a public key file; give the secret key file (PREFIX.key)");
-  const auto lines = key_lines(path);
+  const auto lines = key_lines(path, require_private);
   if (lines.empty() || !is_z85_key(lines[0]))
     throw UsageError("'" + path + "' does not hold a 40-character Z85 secret key on its first line");
   CurveKeypair kp;
@@ -129,9 +166,8 @@ std::vector<std::string> read_allowed_keys(const std::string& path) {
   return keys;
 }
 
-std::string read_token_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw UsageError("cannot read token file '" + path + "': " + errno_text(errno));
+std::string read_token_file(const std::string& path, bool require_private) {
+  std::istringstream in(read_secret(path, "token file", require_private));
   std::string line;
   std::getline(in, line);
   line = trim(line);

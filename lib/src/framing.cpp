@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plh/error.hpp"
+#include "plh/protocol.hpp"
 #include "plh/signals.hpp"
 
 namespace plh {
@@ -283,8 +284,12 @@ class JsonLineScanner {
         if (*p_ == 'u') {
           ++p_;
           unsigned v = 0;
-          if (!hex4(v)) return false;
-          continue;  // surrogate pairing is left to nlohmann if it matters: strict enough here
+          if (!hex4(v) || (v >= 0xDC00 && v <= 0xDFFF)) return false;  // lone low surrogate
+          if (v >= 0xD800 && v <= 0xDBFF) {
+            unsigned lo = 0;
+            if (!eat('\\') || !eat('u') || !hex4(lo) || lo < 0xDC00 || lo > 0xDFFF) return false;
+          }
+          continue;
         }
         if (std::strchr("\"\\/bfnrt", *p_) == nullptr) return false;
       }
@@ -525,15 +530,11 @@ std::string_view FrameReader::decode_json_line(std::string_view line) {
       decode_b64(b64);
       break;
     case JsonPayload::unknown: {
-      // Not the plain shape the scanner takes: nlohmann decides, and names the problem.
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line.begin(), line.end());
-      } catch (const nlohmann::json::exception& e) {
-        std::string why = e.what();
-        if (const auto cut = why.find("] "); cut != std::string::npos) why = why.substr(cut + 2);
-        fail(where() + ": not valid JSON: " + why);
-      }
+      // Not the plain shape the scanner takes: the strict parser decides (a NUL, trailing
+      // bytes, a bad escape or surrogate are errors) and names the problem.
+      std::string why;
+      nlohmann::json j = protocol::parse_json(line, protocol::JsonLimits{}, &why);
+      if (j.is_discarded()) fail(where() + ": not valid JSON: " + why);
       if (!j.is_object()) fail(where() + ": expected a JSON object with a \"data\" or \"data_b64\" string field");
       if (auto it = j.find("data"); it != j.end() && it->is_string()) {
         decoded_ = std::move(it->get_ref<std::string&>());

@@ -1,5 +1,7 @@
 #include "plh/protocol.hpp"
 
+#include <cstring>
+
 #include "plh/text.hpp"
 
 namespace plh::protocol {
@@ -188,6 +190,16 @@ class Scanner {
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
   }
+  // Four hex digits at `at` (the caller checked there are four bytes).
+  static bool hex4(const char* at, unsigned& v) {
+    v = 0;
+    for (int i = 0; i < 4; ++i) {
+      const int h = hex(at[i]);
+      if (h < 0) return false;
+      v = v * 16 + static_cast<unsigned>(h);
+    }
+    return true;
+  }
   bool string() {
     ++p_;  // opening quote
     for (;;) {
@@ -208,10 +220,16 @@ class Scanner {
         if (end_ - p_ < 2) return bad("unterminated string");
         const char e = p_[1];
         if (e == 'u') {
-          if (end_ - p_ < 6) return bad("invalid \\u escape");
-          for (int i = 2; i < 6; ++i)
-            if (hex(p_[i]) < 0) return bad("invalid \\u escape");
+          unsigned cp = 0;
+          if (!hex4(p_ + 2, cp)) return bad("invalid \\u escape");
           p_ += 6;
+          if (cp >= 0xDC00 && cp <= 0xDFFF) return bad("lone low surrogate in \\u escape");
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            unsigned lo = 0;
+            if (end_ - p_ < 6 || p_[0] != '\\' || p_[1] != 'u' || !hex4(p_ + 2, lo) || lo < 0xDC00 || lo > 0xDFFF)
+              return bad("high surrogate in \\u escape not followed by a low one");
+            p_ += 6;
+          }
         } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't') {
           p_ += 2;
         } else {
@@ -321,6 +339,105 @@ JsonScan scan_json(std::string_view text, int max_depth) {
   JsonScan out;
   Scanner(text, max_depth).run(out);
   return out;
+}
+
+namespace {
+
+// Counts depth and values for nlohmann's SAX parser and stops it at the first limit
+// passed; forwards every event to `inner` (a DOM builder) unless it is null.
+
+template <class Inner>
+class LimitedSax {
+ public:
+  using number_integer_t = json::number_integer_t;
+  using number_unsigned_t = json::number_unsigned_t;
+  using number_float_t = json::number_float_t;
+  using string_t = json::string_t;
+  using binary_t = json::binary_t;
+
+  LimitedSax(Inner* inner, JsonLimits limits) : inner_(inner), limits_(limits) {}
+
+  bool null() { return value() && (!inner_ || inner_->null()); }
+  bool boolean(bool v) { return value() && (!inner_ || inner_->boolean(v)); }
+  bool number_integer(number_integer_t v) { return value() && (!inner_ || inner_->number_integer(v)); }
+  bool number_unsigned(number_unsigned_t v) { return value() && (!inner_ || inner_->number_unsigned(v)); }
+  bool number_float(number_float_t v, const string_t& s) { return value() && (!inner_ || inner_->number_float(v, s)); }
+  bool string(string_t& v) { return value() && (!inner_ || inner_->string(v)); }
+  bool binary(binary_t& v) { return value() && (!inner_ || inner_->binary(v)); }
+  bool start_object(std::size_t n) { return open() && (!inner_ || inner_->start_object(n)); }
+  bool key(string_t& k) { return !inner_ || inner_->key(k); }
+  bool end_object() {
+    --depth_;
+    return !inner_ || inner_->end_object();
+  }
+  bool start_array(std::size_t n) { return open() && (!inner_ || inner_->start_array(n)); }
+  bool end_array() {
+    --depth_;
+    return !inner_ || inner_->end_array();
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& ex) {
+    // "[json.exception.parse_error.101] parse error at line 1, column 3: syntax error
+    // while parsing value - invalid literal; last read: 'tru'" -> without the prefix and
+    // without the echo of the input.
+    std::string why = ex.what();
+    if (const auto cut = why.find("] "); cut != std::string::npos) why.erase(0, cut + 2);
+    if (const auto cut = why.find("; last read"); cut != std::string::npos) why.erase(cut);
+    error_ = why;
+    return false;
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  bool value() {
+    if (++values_ <= limits_.max_values) return true;
+    error_ = "more than " + std::to_string(limits_.max_values) + " JSON values";
+    return false;
+  }
+  bool open() {
+    if (++depth_ > limits_.max_depth) {
+      error_ = "JSON nested deeper than " + std::to_string(limits_.max_depth) + " levels";
+      return false;
+    }
+    return value();
+  }
+
+  Inner* inner_;
+  JsonLimits limits_;
+  int depth_ = 0;
+  std::size_t values_ = 0;
+  std::string error_;
+};
+
+// What nlohmann's lexer does not refuse by itself: a NUL (it ends its input) and a BOM
+// (it skips one).
+std::string framing_problem(std::string_view text) {
+  if (const void* nul = std::memchr(text.data(), '\0', text.size()))
+    return "NUL byte at offset " + std::to_string(static_cast<const char*>(nul) - text.data()) + " of the JSON text";
+  if (text.size() >= 3 && text.compare(0, 3, "\xEF\xBB\xBF") == 0) return "byte order mark before the JSON text";
+  return {};
+}
+
+template <class Inner>
+std::string run_sax(std::string_view text, JsonLimits limits, Inner* inner) {
+  if (std::string p = framing_problem(text); !p.empty()) return p;
+  LimitedSax<Inner> sax(inner, limits);
+  if (json::sax_parse(text.begin(), text.end(), &sax, json::input_format_t::json, /*strict=*/true)) return {};
+  return sax.error().empty() ? std::string("invalid JSON") : sax.error();
+}
+
+}  // namespace
+
+std::string json_problem(std::string_view text, JsonLimits limits) {
+  return run_sax<nlohmann::detail::json_sax_dom_parser<json>>(text, limits, nullptr);
+}
+
+json parse_json(std::string_view text, JsonLimits limits, std::string* error) {
+  json out;
+  nlohmann::detail::json_sax_dom_parser<json> dom(out, /*allow_exceptions=*/false);
+  std::string problem = run_sax(text, limits, &dom);
+  if (problem.empty()) return out;
+  if (error) *error = std::move(problem);
+  return json(json::value_t::discarded);
 }
 
 void append_json_string(std::string& out, std::string_view s) {

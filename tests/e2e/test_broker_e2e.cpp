@@ -2,7 +2,11 @@
 // survival of hostile input.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <csignal>
+#include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <random>
 
@@ -225,6 +229,81 @@ TEST_CASE("hostile input: the broker keeps serving", "[e2e][broker][fuzz]") {
   auto disc = client.discover("after.fuzz");
   CHECK(disc["endpoint"] == "tcp://127.0.0.1:9");
   CHECK(ctl({"ping"}, b.endpoint).code == 0);
+  CHECK(b.stop() == 0);
+}
+
+TEST_CASE("a group- or world-readable secret key or admin token file is refused with exit 6", "[e2e][broker][security]") {
+  plh::test::TempDir dir;
+  REQUIRE(plh::test::run({PLH_CTL_BIN, "keygen", "--out", dir.file("srv")}).code == 0);
+  const std::string key = dir.file("srv.key"), token = dir.file("token");
+  std::ofstream(token) << "letmein\n";
+  for (const mode_t mode : {0644, 0666, 0640, 0604}) {
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(mode));
+    INFO(octal);
+    REQUIRE(::chmod(key.c_str(), mode) == 0);
+    auto r = plh::test::run({PLH_BROKER_BIN, "--endpoint", "tcp://127.0.0.1:0", "--curve-secret-file", key}, "", 10s);
+    CHECK(r.code == 6);
+    CHECK(r.out.empty());  // no ready line: it never served
+    CHECK(r.err == "plh-broker: error: key file '" + key + "' is accessible by group or other users (mode " + octal +
+                       "); make it private with chmod 600\n");
+    REQUIRE(::chmod(token.c_str(), mode) == 0);
+    r = plh::test::run({PLH_BROKER_BIN, "--endpoint", "tcp://127.0.0.1:0", "--admin-token-file", token}, "", 10s);
+    CHECK(r.code == 6);
+    CHECK(r.err == "plh-broker: error: token file '" + token + "' is accessible by group or other users (mode " +
+                       octal + "); make it private with chmod 600\n");
+  }
+  // 0600 and 0400 are fine (the prefix form of the key path too).
+  REQUIRE(::chmod(key.c_str(), 0400) == 0);
+  REQUIRE(::chmod(token.c_str(), 0600) == 0);
+  auto b = BrokerProcess::start({"--curve-secret-file", dir.file("srv"), "--admin-token-file", token});
+  CHECK(b.ready["public_key"].is_string());
+  CHECK(b.stop() == 0);
+}
+
+TEST_CASE("a multipart message that never ends is dropped: the broker's memory stays bounded", "[e2e][broker][hostile]") {
+  auto b = BrokerProcess::start();
+  const pid_t pid = b.child.pid();
+  const long base = plh::test::proc_status_kib(pid, "VmRSS");
+  plh::test::RawZmtp z(b.endpoint);
+  REQUIRE(z.fd() >= 0);
+  // 64 MiB in 8-byte frames flagged "more": ~7 million frames, ~400 MiB if queued whole.
+  const std::string chunk = plh::test::RawZmtp::more_frames(65536, 8);
+  std::size_t sent = 0;
+  while (sent < (64u << 20) && z.send_until_closed(chunk, 60s)) sent += chunk.size();
+  const long peak = plh::test::proc_status_kib(pid, "VmHWM");
+  INFO("sent " << (sent >> 20) << " MiB; broker VmRSS " << base << " KiB at start, peak " << peak << " KiB");
+  CHECK(sent < (64u << 20));  // dropped on the way
+  CHECK(peak - base < 100 * 1024);
+  RawClient c(b.endpoint);
+  CHECK(c.call("PING_REQ", json::object()).type == "PING_ACK");
+  // What libzmq had queued is given back to the system.
+  CHECK(eventually([&] { return plh::test::proc_status_kib(pid, "VmRSS") - base < 48 * 1024; }, 5s));
+  CHECK(b.stop() == 0);
+}
+
+TEST_CASE("an idle connection flood under a low descriptor limit locks no client out and does not spin",
+          "[e2e][broker][hostile]") {
+  // 128 descriptors for the broker, 300 handshaken connections that never say anything.
+  auto b = BrokerProcess::start({}, "tcp://127.0.0.1:0", {"/usr/bin/prlimit", "--nofile=128:128", "--"});
+  const pid_t pid = b.child.pid();
+  auto flood = plh::test::open_zmtp_flood(b.endpoint, 300, 3s);
+  CHECK(flood.size() > 100);
+  RawClient c(b.endpoint);
+  CHECK(c.call("PING_REQ", json::object(), 10s).type == "PING_ACK");
+  // And more after it: the flood keeps connecting, new clients keep getting in.
+  auto more = plh::test::open_zmtp_flood(b.endpoint, 100, 3s);
+  RawClient late(b.endpoint);
+  CHECK(late.call("PING_REQ", json::object(), 10s).type == "PING_ACK");
+  // Not spinning: CPU used over a second of wall time while the flood sits there.
+  const double cpu0 = plh::test::proc_cpu_seconds(pid);
+  const auto t0 = std::chrono::steady_clock::now();
+  eventually([] { return false; }, 1s);  // a measurement window, not a synchronisation
+  const double used = (plh::test::proc_cpu_seconds(pid) - cpu0) /
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO("broker CPU over the window: " << used * 100 << " %");
+  CHECK(used < 0.3);
+  CHECK(c.call("PING_REQ", json::object(), 10s).type == "PING_ACK");
   CHECK(b.stop() == 0);
 }
 

@@ -21,8 +21,11 @@ struct BrokerProcess {
   std::string endpoint;
   nlohmann::json ready;
 
-  static BrokerProcess start(std::vector<std::string> extra = {}, const std::string& endpoint = "tcp://127.0.0.1:0") {
-    std::vector<std::string> argv{PLH_BROKER_BIN, "--endpoint", endpoint, "--log-level", "warn"};
+  // `wrapper` goes before the binary (e.g. {"/usr/bin/prlimit", "--nofile=128", "--"}: it must exec it).
+  static BrokerProcess start(std::vector<std::string> extra = {}, const std::string& endpoint = "tcp://127.0.0.1:0",
+                             std::vector<std::string> wrapper = {}) {
+    std::vector<std::string> argv = std::move(wrapper);
+    argv.insert(argv.end(), {PLH_BROKER_BIN, "--endpoint", endpoint, "--log-level", "warn"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     Child c = Child::spawn(argv);
     auto line = c.read_line(std::chrono::seconds(10));

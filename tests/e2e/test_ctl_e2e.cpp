@@ -1,5 +1,6 @@
 // plh-ctl against the real broker: wait, close with admin tokens, stats --watch, CURVE.
 #include <catch2/catch.hpp>
+#include <sys/stat.h>
 
 #include <csignal>
 #include <fstream>
@@ -67,6 +68,7 @@ TEST_CASE("plh-ctl close: admin token checked, consumers told", "[e2e][ctl]") {
   TempDir dir;
   const std::string token_file = dir.file("token");
   std::ofstream(token_file) << "letmein\n";
+  ::chmod(token_file.c_str(), 0600);  // the broker refuses a token others can read
   auto b = BrokerProcess::start({"--admin-token-file", token_file});
   plh::BrokerClient producer(cfg_for(b.endpoint));
   producer.register_channel(reg("c.chan"));

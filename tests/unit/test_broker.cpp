@@ -4,9 +4,11 @@
 #include "plh/protocol.hpp"
 #include "plh/host_identity.hpp"
 #include "plh/text.hpp"
+#include "process.hpp"
 #include "test_broker_fixture.hpp"
 
 using namespace std::chrono_literals;
+using namespace std::string_literals;
 using nlohmann::json;
 using plh::test::InProcessBroker;
 using plh::test::RawClient;
@@ -313,4 +315,115 @@ TEST_CASE("a dead producer on this host is removed before the timeout", "[broker
   REQUIRE(note);
   CHECK(note->body["reason"] == "heartbeat_timeout");
   CHECK(note->body["detail"] == "process_exited");
+}
+
+// ---------------------------------------------------------------- hostile JSON (issue 10)
+
+namespace {
+std::string nested_arrays(std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+// The next message must be an INVALID_REQUEST ERROR (no corr: the body was not trusted),
+// and the broker must still answer a PING afterwards.
+void expect_invalid_then_alive(RawClient& c, const std::string& needle) {
+  auto r = c.recv(10s);
+  REQUIRE(r);
+  CHECK(r->type == "ERROR");
+  CHECK(code_of(*r) == "INVALID_REQUEST");
+  INFO(r->body.dump());
+  CHECK(r->body.value("message", std::string()).find(needle) != std::string::npos);
+  CHECK(c.call("PING_REQ", json::object()).type == "PING_ACK");
+}
+}  // namespace
+
+TEST_CASE("REG_REQ whose metadata nests 150,000 arrays is INVALID_REQUEST, not a crash", "[broker][hostile]") {
+  InProcessBroker b;
+  RawClient c(b.endpoint());
+  std::string body = reg_body("deep.meta").dump();
+  body.pop_back();  // '}'
+  body += ",\"more\":{\"x\":" + nested_arrays(150000) + "}}";
+  body.replace(body.find("\"metadata\":{}"), 13, "\"metadata\":{\"m\":" + nested_arrays(100000) + "}");
+  c.send_frames({"REG_REQ", body});
+  expect_invalid_then_alive(c, "nested deeper than 32");
+  CHECK(code_of(c.call("DISC_REQ", {{"channel", "deep.meta"}})) == "CHANNEL_NOT_FOUND");
+}
+
+TEST_CASE("a CHECKSUM_ERROR_REPORT with a deep field is INVALID_REQUEST and is not forwarded", "[broker][hostile]") {
+  InProcessBroker b;
+  RawClient prod(b.endpoint()), reader(b.endpoint());
+  REQUIRE(prod.call("REG_REQ", reg_body("deep.sum")).type == "REG_ACK");
+  reader.send_frames({"CHECKSUM_ERROR_REPORT", "{\"channel\":\"deep.sum\",\"slot\":" + nested_arrays(120000) + "}"});
+  expect_invalid_then_alive(reader, "nested deeper than 32");
+  // 32 levels are still fine, and reach the producer.
+  reader.send_frames({"CHECKSUM_ERROR_REPORT", "{\"channel\":\"deep.sum\",\"slot\":" + nested_arrays(31) + "}"});
+  auto fwd = prod.wait_for("CHECKSUM_ERROR_REPORT", 5s);
+  REQUIRE(fwd);
+  CHECK(fwd->body["channel"] == "deep.sum");
+  CHECK_FALSE(prod.wait_for("CHECKSUM_ERROR_REPORT", 100ms));  // the deep one was never forwarded
+}
+
+TEST_CASE("a body with a NUL and garbage after the JSON is INVALID_REQUEST, not PING_ACK", "[broker][hostile]") {
+  InProcessBroker b;
+  RawClient c(b.endpoint());
+  SECTION("NUL then garbage") {
+    c.send_frames({"PING_REQ", "{\"corr\":1}\0garbage"s});
+    expect_invalid_then_alive(c, "NUL byte at offset 10");
+  }
+  SECTION("a NUL alone at the end") {
+    c.send_frames({"PING_REQ", "{\"corr\":1}\0"s});
+    expect_invalid_then_alive(c, "NUL byte");
+  }
+  SECTION("a NUL inside a string") {
+    c.send_frames({"DISC_REQ", "{\"channel\":\"a\0b\"}"s});
+    expect_invalid_then_alive(c, "NUL byte");
+  }
+  SECTION("a lone surrogate") {
+    c.send_frames({"PING_REQ", R"({"x":"\udc00"})"});
+    expect_invalid_then_alive(c, "body is not valid JSON");
+  }
+  SECTION("more values than the limit") {
+    std::string many = "{\"x\":[";
+    for (std::size_t i = 0; i < plh::protocol::kMaxRequestValues; ++i) many += "0,";
+    many += "0]}";
+    c.send_frames({"PING_REQ", many});
+    expect_invalid_then_alive(c, "JSON values");
+  }
+}
+
+TEST_CASE("a connection idle longer than the idle timeout is dropped; a talking one is not", "[broker][hostile]") {
+  plh::BrokerConfig cfg;
+  cfg.idle_timeout = 300ms;
+  InProcessBroker b(cfg);
+  plh::test::RawZmtp idle(b.endpoint());
+  REQUIRE(idle.fd() >= 0);
+  RawClient talker(b.endpoint());
+  const auto t0 = std::chrono::steady_clock::now();
+  bool closed = false;
+  while (!closed && std::chrono::steady_clock::now() - t0 < 10s) {
+    REQUIRE(talker.call("PING_REQ", json::object()).type == "PING_ACK");
+    closed = idle.closed_by_peer(50ms);
+  }
+  CHECK(closed);
+  CHECK(plh::test::eventually([&] { return b.broker.connections() == 1; }, 5s));  // the talker's
+  CHECK(talker.call("PING_REQ", json::object()).type == "PING_ACK");
+}
+
+TEST_CASE("at the connection cap the connection idle longest makes room for a new client", "[broker][hostile]") {
+  plh::BrokerConfig cfg;
+  cfg.max_connections = 8;
+  InProcessBroker b(cfg);
+  RawClient first(b.endpoint());
+  REQUIRE(first.call("PING_REQ", json::object()).type == "PING_ACK");
+  auto flood = plh::test::open_zmtp_flood(b.endpoint(), 20, 3s);
+  REQUIRE(flood.size() == 20);
+  // The silent ones are dropped, oldest first, whenever the cap is reached.
+  int closed = 0;
+  CHECK(plh::test::eventually([&] {
+    closed = 0;
+    for (auto& z : flood) closed += z->closed_by_peer(1ms) ? 1 : 0;
+    return closed >= 12;
+  }, 10s));
+  INFO(closed << " of the flood closed");
+  RawClient late(b.endpoint());
+  CHECK(late.call("PING_REQ", json::object()).type == "PING_ACK");
+  CHECK(b.broker.connections() <= 8);
 }

@@ -15,6 +15,7 @@
 
 #include "plh/error.hpp"
 #include "plh/framing.hpp"
+#include "plh/text.hpp"
 
 using namespace std::string_literals;
 using plh::Format;
@@ -404,6 +405,30 @@ TEST_CASE("json input: anything but an object with data is an error naming the l
     CHECK_THROWS_AS(reader.next(), plh::Error);
     feeder.join();
   }
+}
+
+TEST_CASE("json input: a NUL, bytes after one, a backslash before one, lone surrogates anywhere are errors",
+          "[framing][json]") {
+  const std::string deep = std::string(300, '[') + std::string(300, ']');
+  for (const std::string& bad :
+       {"{\"data\":\"x\"}\0garbage"s, "{\"data\":\"x\"}\0"s, "{\"data\":\"x\\\0\"}"s, "{\"data\":\"x\0\"}"s,
+        "\0{\"data\":\"x\"}"s, "{\"x\":\"\\ud800\",\"data\":\"y\"}"s, "{\"x\":\"\\udc00\",\"data\":\"y\"}"s,
+        "{\"x\":\"\\ud800\\u0041\",\"data\":\"y\"}"s, "{\"x\":" + deep + ",\"data\":\"y\"}",
+        "\xEF\xBB\xBF{\"data\":\"bom\"}"s}) {
+    INFO(plh::printable(bad, 80));
+    Pipe p;
+    std::thread feeder([&] {
+      write_fully(p.w, "{\"data\":\"first\"}\n" + bad + "\n{\"data\":\"never\"}\n", 1 << 20);
+      p.close_w();
+    });
+    FrameReader reader(p.r, Format::json);
+    CHECK(reader.next() == std::optional<std::string_view>("first"));
+    CHECK_THROWS_WITH(reader.next(), Catch::Contains("json input line 2: not valid JSON") ||
+                                         Catch::Contains("json input line 2: expected a JSON object"));
+    feeder.join();
+  }
+  // A surrogate pair in another field is fine.
+  CHECK(read_messages(Format::json, "{\"x\":\"\\ud83d\\ude00\",\"data\":\"y\"}\n") == Msgs{"y"});
 }
 
 TEST_CASE("non-blocking input is polled, not spun on", "[framing]") {

@@ -15,6 +15,8 @@ struct Options {
   std::string secret_file, allow_keys, admin_token_file;
   std::string heartbeat_interval = "500ms", heartbeat_timeout = "5s", busy_poll = "1ms";
   std::size_t max_channels_per_client = 1000, max_consumers_per_client = 1000;
+  std::string idle_timeout;  // empty = 3 x heartbeat timeout
+  std::size_t max_connections = 0;
 };
 
 int serve(const Options& o) {
@@ -29,15 +31,19 @@ int serve(const Options& o) {
   if (cfg.heartbeat_interval.count() < 1) throw plh::UsageError("--heartbeat-interval must be at least 1ms");
   if (cfg.heartbeat_timeout <= cfg.heartbeat_interval)
     throw plh::UsageError("--heartbeat-timeout must be longer than --heartbeat-interval");
-  if (!o.secret_file.empty()) cfg.curve_secret_key = plh::read_curve_secret_file(o.secret_file).secret_key;
+  if (!o.idle_timeout.empty())
+    cfg.idle_timeout = duration_cast<milliseconds>(plh::parse_duration(o.idle_timeout));
+  cfg.max_connections = o.max_connections;
+  if (!o.secret_file.empty()) cfg.curve_secret_key = plh::read_curve_secret_file(o.secret_file, /*require_private=*/true).secret_key;
   if (!o.allow_keys.empty()) {
     if (o.secret_file.empty()) throw plh::UsageError("--allow-keys needs --curve-secret-file");
     cfg.allowed_keys = plh::read_allowed_keys(o.allow_keys);
   }
   cfg.max_channels_per_client = o.max_channels_per_client;
   cfg.max_consumers_per_client = o.max_consumers_per_client;
-  if (!o.admin_token_file.empty()) cfg.admin_token = plh::read_token_file(o.admin_token_file);
+  if (!o.admin_token_file.empty()) cfg.admin_token = plh::read_token_file(o.admin_token_file, /*require_private=*/true);
   plh::install_stop_handlers();
+  plh::Broker::raise_fd_limit();  // as many connections as this process may have
   plh::Broker broker(cfg);
   std::printf("%s\n", broker.ready_line().c_str());
   std::fflush(stdout);
@@ -64,6 +70,11 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--busy-poll", o.busy_poll,
                    "Under dense traffic, poll this long after each request before sleeping (0 = never)");
+    app.add_option("--idle-timeout", o.idle_timeout,
+                   "Drop a connection that sent nothing this long (default 3 x --heartbeat-timeout; 0 = never)");
+    app.add_option("--max-connections", o.max_connections,
+                   "At most this many client connections (default: what the descriptor limit allows)")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
     return [&]() -> int {
       plh::cli::apply_log_options("plh-broker", o.log, "info");
       return serve(o);

@@ -6,7 +6,9 @@
 // an allow-list is configured), a stop eventfd, and a timer for the heartbeat sweep.
 // Malformed messages get an ERROR reply or are dropped (and logged, rate-limited); they
 // never stop the loop. Frames larger than protocol::kMaxInboundMessage make libzmq drop
-// the connection.
+// the connection; so does a connection that makes libzmq queue more than a few MiB for
+// it (a multipart message that never ends), one idle for idle_timeout, and, at the
+// connection cap, the connection idle longest (lib/src/broker_connections.hpp).
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -34,6 +36,14 @@ struct BrokerConfig {
   // of a client with one request in flight). A broker that sees only heartbeats hardly
   // ever spins; one flooded with requests keeps one core busy. 0 = always sleep.
   std::chrono::microseconds busy_poll{1000};
+  // A connection that delivered no message for this long is dropped (its client's ZeroMQ
+  // reconnects by itself when it has something to say). nullopt = 3 x heartbeat_timeout
+  // (at least 1 s); 0 = never.
+  std::optional<std::chrono::milliseconds> idle_timeout;
+  // At most this many client connections; at the cap the ones idle longest are dropped so
+  // that a new client always gets in. 0 = what RLIMIT_NOFILE leaves after the broker's own
+  // descriptors and a reserve (a larger value is cut to that).
+  std::size_t max_connections = 0;
 };
 
 class Broker {
@@ -57,6 +67,12 @@ class Broker {
   void run(int extra_stop_fd = -1);
   // Thread-safe and async-signal-safe: makes run() return soon.
   void stop() noexcept;
+  // Client connections open now (thread-safe; for tests and logs).
+  std::size_t connections() const noexcept;
+
+  // Raises this process's RLIMIT_NOFILE soft limit to its hard limit (plh-broker does this
+  // at start, so the descriptor limit is as high as it may be); returns the soft limit.
+  static std::size_t raise_fd_limit() noexcept;
 
  private:
   struct Impl;

@@ -30,15 +30,18 @@ std::string curve_public_key(const std::string& secret_key);
 // `overwrite`. Returns the two paths written.
 std::vector<std::string> write_curve_keypair(const std::string& prefix, const CurveKeypair& kp, bool overwrite);
 
-// Reads a secret key file (PREFIX.key). Accepts the path itself or the prefix.
-CurveKeypair read_curve_secret_file(const std::string& path);
+// Reads a secret key file (PREFIX.key). Accepts the path itself or the prefix. With
+// `require_private` (the broker's own key), a regular file that its group or other users
+// may read or write is refused: RefusedError (exit 6) naming the file and its mode.
+CurveKeypair read_curve_secret_file(const std::string& path, bool require_private = false);
 
 // Reads an allow-list: one Z85 public key per line; '#' comments and blank lines are
 // skipped; a malformed line is an error naming the line number.
 std::vector<std::string> read_allowed_keys(const std::string& path);
 
 // The first line of a token file, surrounding whitespace removed (UsageError if empty).
-std::string read_token_file(const std::string& path);
+// `require_private` as for read_curve_secret_file (the broker's admin token).
+std::string read_token_file(const std::string& path, bool require_private = false);
 
 // The client keypair for CURVE connections: PLH_CLIENT_KEY=@PATH (a secret key file
 // from `plh-ctl keygen`, or its prefix) when set, else a fresh ephemeral keypair.

@@ -69,6 +69,10 @@ inline constexpr std::string_view kReasonProcessExited = "process_exited";
 
 // The broker refuses (libzmq drops, ZMQ_MAXMSGSIZE) any inbound frame larger than this.
 inline constexpr std::int64_t kMaxInboundMessage = 1 << 20;
+// A request body nested deeper than this (objects and arrays), or holding more JSON
+// values than this, is INVALID_REQUEST; nothing deeper is ever built, copied or sent.
+inline constexpr int kMaxRequestDepth = 32;
+inline constexpr std::size_t kMaxRequestValues = 16384;
 // Longest string field the broker accepts (endpoints, host names, versions...).
 inline constexpr std::size_t kMaxStringField = 1024;
 
@@ -108,6 +112,24 @@ struct JsonScan {
   std::string_view member(std::string_view key) const noexcept;
 };
 JsonScan scan_json(std::string_view text, int max_depth = 256);
+
+// The one strict JSON check for everything plh reads (requests, replies, -f json input):
+// `text` must be exactly one JSON value (RFC 8259, UTF-8) with nothing before or after it:
+// no NUL byte anywhere (nlohmann's lexer would take one for the end of the input), no
+// byte order mark, valid escapes and surrogate pairs, at most `max_depth` nested objects
+// and arrays and at most `max_values` values in all. Parsing is nlohmann's SAX parser
+// (iterative), stopped as soon as a limit is passed.
+struct JsonLimits {
+  int max_depth = 256;
+  std::size_t max_values = static_cast<std::size_t>(-1);
+};
+inline constexpr JsonLimits kRequestLimits{kMaxRequestDepth, kMaxRequestValues};
+// Empty when valid, else what is wrong ("NUL byte at offset 10", "nested deeper than 32
+// levels", "parse error at line 1, column 3: ..."). Builds nothing.
+std::string json_problem(std::string_view text, JsonLimits limits = {});
+// Parses `text` under the same rules; on failure returns a discarded value and, when
+// `error` is given, stores what is wrong there.
+nlohmann::json parse_json(std::string_view text, JsonLimits limits = {}, std::string* error = nullptr);
 
 // Appends `s` as a JSON string literal (quotes, escapes; `s` must be valid UTF-8).
 void append_json_string(std::string& out, std::string_view s);
