@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "plh/error.hpp"
+#include "plh/pipeline.hpp"
 #include "plh/text.hpp"
 #include "plh/zmq_util.hpp"
 
@@ -87,7 +88,7 @@ std::string_view pattern_name(Pattern p) { return p == Pattern::pipeline ? "pipe
 Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
   ctx_ = new_zmq_context();
   try {
-    sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_PUSH : ZMQ_XPUB);
+    sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_ROUTER : ZMQ_XPUB);
     if (!sock_) throw_zmq_error("cannot create the data socket");
     set_int(sock_, ZMQ_SNDHWM, cfg_.hwm, "ZMQ_SNDHWM");
     set_int(sock_, ZMQ_LINGER, static_cast<int>(cfg_.linger.count()), "ZMQ_LINGER");
@@ -95,18 +96,14 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
     if (cfg_.curve) {
       set_int(sock_, ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER");
       set_str(sock_, ZMQ_CURVE_SECRETKEY, cfg_.curve->secret_key, "ZMQ_CURVE_SECRETKEY");
+      if (cfg_.admission) {  // the broker's allow-list guards the data plane too
+        zap_ = std::make_unique<ZapThread>(ctx_, "publisher");
+        set_str(sock_, ZMQ_ZAP_DOMAIN, kZapDomain, "ZMQ_ZAP_DOMAIN");
+      }
     }
-    if (cfg_.pattern == Pattern::pipeline) {
-      const std::string addr = "inproc://plh-push-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
-      if (zmq_socket_monitor(sock_, addr.c_str(),
-                             ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                                 ZMQ_EVENT_DISCONNECTED) != 0)
-        throw_zmq_error("cannot monitor the data socket");
-      monitor_ = zmq_socket(ctx_, ZMQ_PAIR);
-      if (!monitor_ || zmq_connect(monitor_, addr.c_str()) != 0) throw_zmq_error("cannot connect the socket monitor");
-      set_int(monitor_, ZMQ_LINGER, 0, "ZMQ_LINGER");
-    }
+    if (cfg_.pattern == Pattern::pipeline)  // credit-based, plh/pipeline.hpp
+      pipeline_ = std::make_unique<PipelinePublisher>(
+          ctx_, sock_, PipelinePublisherConfig{cfg_.hwm, 64 * 1024, cfg_.linger, std::chrono::milliseconds(100)});
     if (zmq_bind(sock_, cfg_.bind.c_str()) != 0) {
       const int err = zmq_errno();
       if (err == EINVAL || err == EPROTONOSUPPORT)
@@ -119,24 +116,30 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
     bound_ = std::string(buf, len > 0 && buf[len - 1] == '\0' ? len - 1 : len);
     endpoint_ = connectable(bound_);
   } catch (...) {
-    if (monitor_) zmq_close(monitor_);
+    pipeline_.reset();
     if (sock_) {
       set_int(sock_, ZMQ_LINGER, 0, "ZMQ_LINGER");
       zmq_close(sock_);
     }
+    zap_.reset();
     zmq_ctx_term(ctx_);
     throw;
   }
 }
 
 Publisher::~Publisher() {
-  if (monitor_) zmq_close(monitor_);
+  pipeline_.reset();
   if (sock_) zmq_close(sock_);  // ZMQ_LINGER bounds how long queued frames may still take
+  zap_.reset();
   if (ctx_) zmq_ctx_term(ctx_);
 }
 
+void Publisher::set_allowed_keys(KeyPolicy keys) {
+  if (zap_) zap_->set_policy(std::move(keys));
+}
+
 void Publisher::drain_events() {
-  if (cfg_.pattern == Pattern::pubsub) {
+  {
     char buf[256];
     for (;;) {
       const int n = zmq_recv(sock_, buf, sizeof buf, ZMQ_DONTWAIT);
@@ -152,59 +155,39 @@ void Publisher::drain_events() {
       subscriptions_ = std::max(0, subscriptions_ + delta);
       spdlog::debug("subscription {} ({} now)", delta > 0 ? "added" : "removed", subscriptions_);
     }
-    return;
-  }
-  // pipeline: socket monitor events; first frame u16 event + u32 value (the fd).
-  for (;;) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, monitor_, ZMQ_DONTWAIT) < 0) {
-      zmq_msg_close(&m);
-      break;
-    }
-    std::uint16_t event = 0;
-    if (zmq_msg_size(&m) >= 6) std::memcpy(&event, zmq_msg_data(&m), sizeof event);
-    const bool more = zmq_msg_more(&m);
-    zmq_msg_close(&m);
-    if (more) {  // second frame: the endpoint
-      zmq_msg_t addr;
-      zmq_msg_init(&addr);
-      zmq_msg_recv(&addr, monitor_, 0);
-      zmq_msg_close(&addr);
-    }
-    // A consumer counts once its handshake succeeded (only then does PUSH hand it
-    // frames). A connection whose handshake failed also reports a disconnect later;
-    // that one must not uncount a live consumer.
-    switch (event) {
-      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: ++peers_; break;
-      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
-      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: ++failed_handshakes_; break;
-      case ZMQ_EVENT_DISCONNECTED:
-        if (failed_handshakes_ > 0) --failed_handshakes_;
-        else if (peers_ > 0) --peers_;
-        break;
-      default: break;
-    }
-    spdlog::debug("pipeline consumers: {}", peers_);
   }
 }
 
 int Publisher::consumers() {
+  if (pipeline_) return pipeline_->workers();
   drain_events();
-  return cfg_.pattern == Pattern::pubsub ? subscriptions_ : peers_;
+  return subscriptions_;
 }
 
+int Publisher::service_fd() const { return pipeline_ ? pipeline_->service_fd() : -1; }
+
+void Publisher::service() {
+  if (pipeline_) pipeline_->service();
+}
+
+std::string Publisher::undelivered() const { return pipeline_ ? pipeline_->undelivered() : std::string(); }
+
 bool Publisher::wait_for_consumers(int n, std::chrono::steady_clock::time_point deadline, WakeFds wake) {
+  if (pipeline_) return pipeline_->wait_for_workers(n, deadline, wake);
   for (;;) {
     if (consumers() >= n) return true;
     const int left = remaining_ms(deadline);
     if (left == 0) return false;
-    if (poll_socket(cfg_.pattern == Pattern::pubsub ? sock_ : monitor_, ZMQ_POLLIN, wake, left).woken) return false;
+    if (poll_socket(sock_, ZMQ_POLLIN, wake, left).woken) return false;
   }
 }
 
 bool Publisher::send(std::string_view frame, WakeFds wake) {
+  if (pipeline_) {
+    if (!pipeline_->send(frame, wake)) return false;
+    ++frames_sent_;
+    return true;
+  }
   for (;;) {
     if (zmq_send(sock_, frame.data(), frame.size(), ZMQ_DONTWAIT) >= 0) {
       ++frames_sent_;
@@ -212,17 +195,16 @@ bool Publisher::send(std::string_view frame, WakeFds wake) {
     }
     const int err = zmq_errno();
     if (err != EAGAIN && err != EINTR) throw_zmq_error("cannot send");
-    if (cfg_.pattern == Pattern::pubsub) return true;  // dropped at the HWM: the consumer sees a gap
-    // pipeline: every consumer is full (or there is none yet): wait for room.
-    if (poll_socket(sock_, ZMQ_POLLOUT, wake, 1000).woken) return false;
+    return true;  // dropped at the HWM: the consumer sees a gap
   }
 }
 
 void Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + cfg_.linger;
+  if (pipeline_) return pipeline_->end_of_stream(next_seq, wake);
   const std::string eos = wire::encode_end_of_stream(next_seq, realtime_ns());
-  if (cfg_.pattern == Pattern::pubsub) {
+  {
     // The marker must reach every subscriber. With XPUB_NODROP a send waits for room
     // instead of dropping it, but only for subscribers ZeroMQ considers writable: one
     // that just dropped frames at its HWM is skipped until it drained. So the marker is
@@ -253,19 +235,6 @@ void Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
       }
     }
   }
-  // pipeline: PUSH hands each frame to one consumer; repeat the marker until every
-  // consumer took one and hung up (plh-sub does), or the linger time is over.
-  for (bool first = true;; first = false) {
-    drain_events();
-    if (peers_ <= 0) return;
-    const int left = remaining_ms(deadline);
-    if (!first && (left == 0 || woken(wake))) {
-      spdlog::info("{} pipeline consumer(s) still attached after end of stream; closing", peers_);
-      return;
-    }
-    for (int i = 0; i < peers_; ++i) zmq_send(sock_, eos.data(), eos.size(), ZMQ_DONTWAIT);
-    poll_socket(monitor_, ZMQ_POLLIN, wake, std::min(left, 50));
-  }
 }
 
 // ---------------------------------------------------------------------------------
@@ -280,12 +249,13 @@ struct Subscriber::Msg {
 Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::make_unique<Msg>()) {
   ctx_ = new_zmq_context();
   try {
-    sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_PULL : ZMQ_SUB);
+    sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_DEALER : ZMQ_SUB);
     if (!sock_) throw_zmq_error("cannot create the data socket");
     set_int(sock_, ZMQ_RCVHWM, cfg_.hwm, "ZMQ_RCVHWM");
     set_int(sock_, ZMQ_LINGER, 0, "ZMQ_LINGER");
     if (cfg_.server_key) {
-      const CurveKeypair mine = generate_curve_keypair();
+      // The same key as on the control plane: publishers admit the broker's --allow-keys.
+      const CurveKeypair mine = client_keypair_from_env();
       set_str(sock_, ZMQ_CURVE_SERVERKEY, *cfg_.server_key, "ZMQ_CURVE_SERVERKEY");
       set_str(sock_, ZMQ_CURVE_PUBLICKEY, mine.public_key, "ZMQ_CURVE_PUBLICKEY");
       set_str(sock_, ZMQ_CURVE_SECRETKEY, mine.secret_key, "ZMQ_CURVE_SECRETKEY");
@@ -298,6 +268,7 @@ Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::m
       const int err = zmq_errno();
       throw UsageError("invalid endpoint '" + cfg_.endpoint + "': " + zmq_strerror(err));
     }
+    if (cfg_.pattern == Pattern::pipeline) worker_ = std::make_unique<PipelineWorker>(sock_, cfg_.out_fd);
   } catch (...) {
     if (sock_) zmq_close(sock_);
     zmq_ctx_term(ctx_);
@@ -306,12 +277,18 @@ Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::m
 }
 
 Subscriber::~Subscriber() {
+  worker_.reset();  // pipeline: the final credit
   msg_.reset();
   if (sock_) zmq_close(sock_);
   if (ctx_) zmq_ctx_term(ctx_);
 }
 
+void Subscriber::confirm_written(std::uint64_t messages) {
+  if (worker_) worker_->written(messages);
+}
+
 bool Subscriber::wait(std::chrono::milliseconds timeout, WakeFds wake, bool* wake_fd_ready) {
+  if (worker_) return worker_->wait(timeout, wake, wake_fd_ready);
   const auto r = poll_socket(sock_, ZMQ_POLLIN, wake, timeout.count() < 0 ? -1 : static_cast<long>(timeout.count()));
   if (wake_fd_ready) *wake_fd_ready = r.woken;
   return r.socket;
@@ -363,6 +340,7 @@ const wire::DecodedFrame* Subscriber::try_receive() {
       return &frame_;
     }
     ++stats_.frames;
+    if (worker_) worker_->received(frame_);
     stats_.messages += frame_.messages.size();
     for (auto m : frame_.messages) stats_.bytes += m.size();
     if (cfg_.pattern == Pattern::pubsub) {

@@ -19,6 +19,7 @@
 #include "plh/signals.hpp"
 #include "plh/text.hpp"
 #include "plh/wire.hpp"
+#include "plh/zap.hpp"
 #include "plh/zmq_util.hpp"
 
 namespace plh {
@@ -142,6 +143,7 @@ int run_publisher(const PubOptions& o) {
   cfg.hwm = o.hwm;
   cfg.linger = o.linger;
   if (broker_key) cfg.curve = generate_curve_keypair();  // the data plane is encrypted too
+  cfg.admission = cfg.curve.has_value();  // ... and admits the keys the broker admits (REG_ACK)
   Publisher pub(cfg);
   spdlog::info("publishing on {} ({})", pub.endpoint(), pattern_name(o.pattern));
   if (o.print_endpoint) {
@@ -173,7 +175,7 @@ int run_publisher(const PubOptions& o) {
     if (!schema.text.empty()) reg.metadata["schema"] = schema.text;
     reg.metadata["format"] = std::string(format_name(o.format));
     if (cfg.curve) reg.pubkey = cfg.curve->public_key;
-    client->register_channel(reg, metrics);
+    pub.set_allowed_keys(allowed_keys_from_ack(client->register_channel(reg, metrics)));
     spdlog::info("registered channel '{}'", o.channel);
   }
   const WakeFds wake{stop_fd(), closing.fd()};
@@ -217,10 +219,13 @@ int run_publisher(const PubOptions& o) {
     if (stop_requested() || !closing.reason().empty()) break;
     if (!reader.has_buffered()) {
       // Wait for input, a signal or a broker notification; FrameReader then reads.
-      struct pollfd fds[3] = {{o.in_fd, POLLIN, 0}, {stop_fd(), POLLIN, 0}, {closing.fd(), POLLIN, 0}};
-      const int rc = ::poll(fds, 3, -1);
+      // pipeline: also worker credit and departures, so a dead worker's work moves on.
+      struct pollfd fds[4] = {{o.in_fd, POLLIN, 0}, {stop_fd(), POLLIN, 0}, {closing.fd(), POLLIN, 0},
+                              {pub.service_fd(), POLLIN, 0}};
+      const int rc = ::poll(fds, 4, -1);
       if (rc < 0 && errno != EINTR) throw Error(ExitCode::failure, "poll: " + errno_text(errno));
-      if (fds[1].revents || fds[2].revents) continue;
+      if (fds[3].revents) pub.service();
+      if (fds[1].revents || fds[2].revents || (fds[3].revents && !fds[0].revents)) continue;
     }
     auto msg = reader.next();
     if (!msg) break;
@@ -259,6 +264,8 @@ int run_publisher(const PubOptions& o) {
   }
   if (stop_requested()) return exit_code_for_stop();
   if (!closing.reason().empty()) throw Error(ExitCode::failure, closing_message(o.channel, closing.reason()));
+  if (const std::string why = pub.undelivered(); !why.empty())
+    throw Error(ExitCode::failure, "'" + (o.channel.empty() ? pub.endpoint() : o.channel) + "': " + why);
   return 0;
 }
 
@@ -280,6 +287,7 @@ int run_subscriber(const SubOptions& o) {
 
   SubscriberConfig cfg;
   cfg.hwm = o.hwm;
+  cfg.out_fd = o.out_fd;
   auto metrics = std::make_shared<ChannelMetrics>();
   NotificationLatch closing;
   std::unique_ptr<BrokerClient> client;
@@ -409,6 +417,7 @@ int run_subscriber(const SubOptions& o) {
     if (done) break;
     // Nothing waiting: hand what we have to the next program before blocking.
     out.flush();
+    sub.confirm_written(received);
     if (stop_requested()) {
       report_losses();
       print_stats();
@@ -444,6 +453,7 @@ int run_subscriber(const SubOptions& o) {
       drain_until = clock::now() + 300ms;  // still arriving: keep draining
   }
   out.flush();
+  sub.confirm_written(received);
   report_losses();
   print_stats();
   return 0;
