@@ -55,9 +55,32 @@ bool decode_credit(std::string_view b, Credit& out) {
   return true;
 }
 
+std::uint64_t CreditPolicy::max_window() const {
+  // At most max_window_ messages and about kMaxWindowBytes of payload in flight.
+  const std::uint64_t avg = received_ ? payload_bytes_ / received_ + 1 : 1;
+  return std::max<std::uint64_t>(1, std::min(max_window_, kMaxWindowBytes / avg));
+}
+
 void CreditPolicy::received(std::uint64_t messages, std::uint64_t payload_bytes) {
   received_ += messages;
   payload_bytes_ += payload_bytes;
+}
+
+std::optional<Credit> CreditPolicy::top_up(time_point now) {
+  // A busy worker with a large window asks for the next half before it runs dry; what
+  // it holds unfinished counts in the window, so the hold stays bounded by ~1.5 windows.
+  if (window_ < 64 || received_ + window_ / 2 < granted_limit_) return std::nullopt;
+  // Half the window went within half of kTargetTime: the window covers less than
+  // kTargetTime of work at this pace.
+  if (now - grant_time_ < kTargetTime / 2) window_ = std::min(window_ * 2, max_window());
+  Credit c;
+  c.acked = written_;
+  c.window = received_ - written_ + window_;
+  sent_acked_ = c.acked;
+  sent_window_ = c.window;
+  grant_time_ = now;
+  granted_limit_ = c.acked + c.window;
+  return c;
 }
 
 std::optional<Credit> CreditPolicy::update(std::uint64_t backlog_bytes, bool idle, time_point now) {
@@ -79,7 +102,7 @@ std::optional<Credit> CreditPolicy::update(std::uint64_t backlog_bytes, bool idl
     backlog_since_.reset();
     // The whole window used within kTargetTime and the output keeps up: ask for more.
     if (idle && sent_any_ && received_ >= granted_limit_ && now - grant_time_ < kTargetTime)
-      window_ = std::min(window_ * 2, max_window_);
+      window_ = std::min(window_ * 2, max_window());
   }
   Credit c;
   c.acked = written_;
@@ -393,6 +416,12 @@ std::uint64_t PipelinePublisher::queued() const {
   return n;
 }
 
+std::uint64_t PipelinePublisher::available() const {
+  std::uint64_t n = 0;
+  for (const auto& w : workers_) n += w->available();
+  return n;
+}
+
 std::uint64_t PipelinePublisher::unconfirmed() const {
   std::uint64_t n = queued();
   for (const auto& w : workers_)
@@ -423,9 +452,10 @@ bool PipelinePublisher::wait_for_workers(int n, clock::time_point deadline, Wake
 }
 
 bool PipelinePublisher::send(std::string_view frame, WakeFds wake) {
-  for (;;) {  // earlier input first: this is the backpressure on stdin
+  for (;;) {  // earlier input first, unless workers have room for more: backpressure on stdin
     service();
-    if (queued() == 0) break;
+    const std::uint64_t q = queued();
+    if (q == 0 || q < available()) break;
     if (!wait_events(wake, -1)) return false;
   }
   auto in = std::make_shared<Input>();
@@ -494,6 +524,7 @@ void PipelineWorker::received(const wire::DecodedFrame& f) {
   std::uint64_t bytes = 0;
   for (auto m : f.messages) bytes += m.size();
   policy_.received(f.messages.size(), bytes);
+  if (auto c = policy_.top_up(clock::now())) send_credit(*c);
 }
 
 void PipelineWorker::send_credit(const pipeline::Credit& c) {

@@ -49,6 +49,7 @@ inline constexpr std::uint32_t kCreditMagic = 0x43484C50;  // "PLHC" little endi
 inline constexpr std::size_t kCreditSize = 24;
 inline constexpr std::uint32_t kFlagBye = 1u << 0;  // the worker leaves; unconfirmed work goes elsewhere
 inline constexpr std::chrono::milliseconds kTargetTime{20};
+inline constexpr std::uint64_t kMaxWindowBytes = 8u << 20;  // a worker holds at most ~8 MiB
 
 // u32 magic, u32 flags, u64 acked, u64 window (little endian).
 struct Credit {
@@ -73,11 +74,15 @@ class CreditPolicy {
   // returns the credit to send, or nullopt when the last one still stands. `idle`: the
   // worker has nothing in hand (it is about to wait for more).
   std::optional<Credit> update(std::uint64_t backlog_bytes, bool idle, time_point now);
+  // While busy (after received()): the next credit when less than half the window is
+  // left to arrive and the window is large (>= 64), so a fast worker never runs dry.
+  std::optional<Credit> top_up(time_point now);
   std::uint64_t window() const { return window_; }
   std::uint64_t received() const { return received_; }
   std::uint64_t written() const { return written_; }
 
  private:
+  std::uint64_t max_window() const;
   std::uint64_t max_window_;
   std::uint64_t window_ = 1;
   std::uint64_t received_ = 0, written_ = 0, payload_bytes_ = 0;
@@ -152,6 +157,7 @@ class PipelinePublisher {
   // unacknowledged list. False when w's ZeroMQ queue is full or w is gone (w.gone).
   bool send_span(Worker& w, Span& span, std::uint64_t max_messages);
   std::uint64_t unconfirmed() const;
+  std::uint64_t available() const;  // room all workers have together
   std::uint64_t queued() const;
   bool all_confirmed() const;
   bool ready(const Worker& w, clock::time_point now) const;
