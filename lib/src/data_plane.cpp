@@ -101,9 +101,12 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
         set_str(sock_, ZMQ_ZAP_DOMAIN, kZapDomain, "ZMQ_ZAP_DOMAIN");
       }
     }
-    if (cfg_.pattern == Pattern::pipeline)  // credit-based, plh/pipeline.hpp
-      pipeline_ = std::make_unique<PipelinePublisher>(
-          ctx_, sock_, PipelinePublisherConfig{cfg_.hwm, 64 * 1024, cfg_.linger, std::chrono::milliseconds(100)});
+    if (cfg_.pattern == Pattern::pipeline) {  // credit-based, plh/pipeline.hpp
+      PipelinePublisherConfig pc;
+      pc.hwm = cfg_.hwm;
+      pc.linger = cfg_.linger;
+      pipeline_ = std::make_unique<PipelinePublisher>(ctx_, sock_, pc);
+    }
     if (zmq_bind(sock_, cfg_.bind.c_str()) != 0) {
       const int err = zmq_errno();
       if (err == EINVAL || err == EPROTONOSUPPORT)
@@ -337,6 +340,7 @@ const wire::DecodedFrame* Subscriber::try_receive() {
         report_gap(expected_seq_, h.seq);
       ended_ = true;
       end_seq_ = h.seq;
+      if (worker_) worker_->end_of_stream();
       return &frame_;
     }
     ++stats_.frames;

@@ -514,6 +514,11 @@ PipelineWorker::PipelineWorker(void* dealer, int out_fd) : sock_(dealer), out_fd
 }
 
 PipelineWorker::~PipelineWorker() {
+  if (!bye_sent_) end_of_stream();
+}
+
+void PipelineWorker::end_of_stream() {
+  bye_sent_ = true;
   pipeline::Credit bye;
   bye.flags = pipeline::kFlagBye;
   bye.acked = policy_.written();

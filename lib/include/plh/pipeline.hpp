@@ -100,7 +100,7 @@ struct PipelinePublisherConfig {
   int hwm = 1000;                               // frames in flight per worker
   std::size_t frame_bytes = 64 * 1024;          // at most this much payload per frame sent
   std::chrono::milliseconds linger{5000};       // end_of_stream: bound on time without progress
-  std::chrono::milliseconds steal_after{100};   // a worker without credit this long is stalled
+  std::chrono::milliseconds steal_after{250};   // a worker without credit this long is stalled
 };
 
 class PipelinePublisher {
@@ -191,6 +191,9 @@ class PipelineWorker {
 
   void received(const wire::DecodedFrame& f);
   void written(std::uint64_t total) { policy_.written(total); }
+  // The marker arrived (the publisher sends it once all work is confirmed): the final
+  // credit now, so the publisher need not wait for this process to exit.
+  void end_of_stream();
   // Waits like Subscriber::wait; meanwhile re-checks the output backlog and sends credit.
   bool wait(std::chrono::milliseconds timeout, WakeFds wake, bool* wake_fd_ready);
 
@@ -200,6 +203,7 @@ class PipelineWorker {
   void* sock_;
   int out_fd_;
   bool out_is_pipe_ = false;
+  bool bye_sent_ = false;
   long recheck_ms_ = -1;  // while the output pipe holds unread data: look again this soon
   std::uint64_t last_backlog_ = 0;
   pipeline::CreditPolicy policy_;
