@@ -173,3 +173,29 @@ TEST_CASE("pipeline: a worker that never confirms its work makes plh-pub exit 1 
   CHECK(r.code == 1);
   CHECK(r.err.find("3 of 3 message(s) not confirmed by any worker") != std::string::npos);
 }
+
+TEST_CASE("pipeline: a pyzmq DEALER speaking docs/protocol.md is a worker beside plh-sub", "[e2e][pipeline]") {
+  Lab lab;
+  auto pub = Child::spawn({PLH_PUB_BIN, "--no-broker", "--print-endpoint", "--pattern", "pipeline", "-w", "2", "-W", "20"});
+  const auto ep = pub.read_line(10s);
+  REQUIRE(ep);
+  auto py = Child::spawn({"/usr/bin/python3", std::string(PLH_SOURCE_DIR) + "/tests/e2e/pyzmq_worker.py", *ep, "3"});
+  auto sub = Child::spawn({PLH_SUB_BIN, "--connect", *ep, "--pattern", "pipeline", "-W", "20"});
+  std::string input;
+  for (int i = 1; i <= 300; ++i) input += std::to_string(i) + "\n";
+  pub.write_stdin(input);
+  pub.close_stdin();
+  const auto rp = pub.wait(30s);
+  CHECK(rp.code == 0);
+  const auto ry = py.wait(30s), rs = sub.wait(30s);
+  CHECK(ry.code == 0);
+  CHECK(rs.code == 0);
+  std::vector<int> all;
+  for (const auto* r : {&ry, &rs})
+    for (const auto& l : split_lines(r->out)) all.push_back(std::stoi(l));
+  CHECK(!split_lines(ry.out).empty());
+  CHECK(!split_lines(rs.out).empty());
+  std::sort(all.begin(), all.end());
+  REQUIRE(all.size() == 300);
+  for (int i = 0; i < 300; ++i) CHECK(all[static_cast<std::size_t>(i)] == i + 1);
+}
