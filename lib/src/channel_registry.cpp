@@ -184,6 +184,7 @@ void ChannelRegistry::on_reg(std::string_view id, const json& req, SteadyTime no
               {"heartbeat_timeout_ms", config_.heartbeat_timeout.count()},
               {"consumer_count", ch.consumers.size()},
               {"reregistered", reregistered}};
+  if (config_.allowed_keys) ack["allowed_keys"] = *config_.allowed_keys;
   const std::string name = ch.name;
   if (it != channels_.end())
     it->second = std::move(ch);
