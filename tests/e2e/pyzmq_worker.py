@@ -26,8 +26,8 @@ credit()
 out = sys.stdout.buffer
 while True:
     frame = sock.recv()
-    magic, flags, seq, ts_ns, count, reserved = struct.unpack_from("<IIQqII", frame, 0)
-    assert magic == MAGIC and reserved == 0, "bad header"
+    magic, flags, seq, ts_ns, count, _stream = struct.unpack_from("<IIQqII", frame, 0)
+    assert magic == MAGIC, "bad header"
     if flags & EOS:
         credit(BYE, 0)
         break
