@@ -502,8 +502,14 @@ const ConnectionState& Subscriber::connection() {
   std::uint32_t value = 0;
   while (monitor_ && next_monitor_event(monitor_, event, value)) {
     switch (event) {
-      case ZMQ_EVENT_CONNECTED: ++conn_.tcp_connects; break;
-      case ZMQ_EVENT_CONNECT_RETRIED: ++conn_.retries; break;
+      case ZMQ_EVENT_CONNECTED:
+        ++conn_.tcp_connects;
+        lost_at_ = {};
+        break;
+      case ZMQ_EVENT_CONNECT_RETRIED:
+        ++conn_.retries;
+        lost_at_ = {};  // libzmq reconnects by itself
+        break;
       case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
         // Back after a drop: what was in flight is lost (counted as a gap by seq).
         if (conn_.disconnects > 0)
@@ -524,17 +530,24 @@ const ConnectionState& Subscriber::connection() {
         if (conn_.connected) {
           ++conn_.disconnects;
           ++stats_.dropped_connections;
-          // libzmq does not reconnect after a protocol error (an oversized frame is
-          // one): connect again ourselves. After a plain network error this replaces
-          // libzmq's own reconnect.
-          zmq_disconnect(sock_, cfg_.endpoint.c_str());
-          if (zmq_connect(sock_, cfg_.endpoint.c_str()) != 0)
-            spdlog::warn("cannot reconnect to {}: {}", cfg_.endpoint, zmq_strerror(zmq_errno()));
+          lost_at_ = std::chrono::steady_clock::now();
         }
         conn_.connected = false;
         break;
       default: break;
     }
+  }
+  // After a network error libzmq reconnects by itself (CONNECT_RETRIED follows the
+  // disconnect at once); after a protocol error (an oversized frame is one) it gives the
+  // connection up for good. Then connect again ourselves (a SUB ignores a second connect
+  // to an endpoint it still lists, hence the disconnect; no frame is pending on the dead
+  // connection by then: callers drain before asking, and nothing arrives on it).
+  if (lost_at_ != std::chrono::steady_clock::time_point{} &&
+      std::chrono::steady_clock::now() - lost_at_ >= std::chrono::milliseconds(250)) {
+    lost_at_ = {};
+    zmq_disconnect(sock_, cfg_.endpoint.c_str());
+    if (zmq_connect(sock_, cfg_.endpoint.c_str()) != 0)
+      spdlog::warn("cannot reconnect to {}: {}", cfg_.endpoint, zmq_strerror(zmq_errno()));
   }
   return conn_;
 }

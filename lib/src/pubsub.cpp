@@ -34,12 +34,11 @@ class NotificationLatch {
  public:
   int fd() const { return event_.fd(); }
   void set(std::string reason, std::optional<std::uint64_t> final_seq = std::nullopt) {
-    {
-      std::lock_guard lock(mu_);
-      if (!reason_.empty()) return;
-      reason_ = std::move(reason);
-      final_seq_ = final_seq;
-    }
+    // Signalled under the lock, so a clear() never leaves the fd readable with no reason.
+    std::lock_guard lock(mu_);
+    if (!reason_.empty()) return;
+    reason_ = std::move(reason);
+    final_seq_ = final_seq;
     event_.signal();
   }
   std::string reason() const {

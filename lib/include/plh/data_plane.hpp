@@ -201,7 +201,8 @@ class Subscriber {
   // are consumed here (they position the sequence). A frame whose stream id is not
   // expected_stream throws StreamMismatch before anything of it is handed out.
   const wire::DecodedFrame* try_receive();
-  // The monitor's view of the data connection (drains pending events).
+  // The monitor's view of the data connection (drains pending events; call it when
+  // try_receive() returned nullptr: it may reconnect a connection libzmq gave up).
   const ConnectionState& connection();
   // When the last valid frame (data, keepalive or end of stream) arrived; epoch when none.
   std::chrono::steady_clock::time_point last_frame() const { return last_frame_; }
@@ -234,6 +235,7 @@ class Subscriber {
   void* monitor_ = nullptr;
   ConnectionState conn_;
   std::chrono::steady_clock::time_point last_frame_{};
+  std::chrono::steady_clock::time_point lost_at_{};  // disconnected, no reconnect seen yet
   std::unique_ptr<PipelineWorker> worker_;
   struct Msg;
   std::unique_ptr<Msg> msg_;
