@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <unordered_set>
 
 #include "broker_connections.hpp"
 #include "plh/channel_registry.hpp"
@@ -21,6 +20,7 @@
 #include "plh/protocol.hpp"
 #include "plh/text.hpp"
 #include "plh/version.hpp"
+#include "plh/zap.hpp"
 #include "plh/zmq_util.hpp"
 
 namespace plh {
@@ -74,19 +74,18 @@ struct Broker::Impl {
   BrokerConfig config;
   void* ctx = nullptr;
   void* router = nullptr;
-  void* zap = nullptr;
+  std::unique_ptr<ZapHandler> zap;  // with --allow-keys
   EventFd wake;
   std::string bound;
   bool local_transport = false;  // ipc:// or inproc://: every peer is on this machine
   std::optional<std::string> pubkey;
-  std::unordered_set<std::string> allowed;
   std::unique_ptr<ChannelRegistry> registry;
   std::unique_ptr<detail::ConnectionGuard> guard;
   WarnLimiter limiter;
 
   ~Impl() {
     guard.reset();
-    if (zap) zmq_close(zap);
+    zap.reset();
     if (router) zmq_close(router);
     if (ctx) zmq_ctx_term(ctx);
   }
@@ -98,13 +97,7 @@ struct Broker::Impl {
     // With CURVE, ZAP runs for every client (any key is admitted without an allow-list) so
     // each request carries the client's public key as "User-Id" (ownership caps count it).
     if (config.curve_secret_key) {
-      if (config.allowed_keys)
-        for (const auto& k : *config.allowed_keys) allowed.insert(k);
-      zap = zmq_socket(ctx, ZMQ_REP);
-      int linger = 0;
-      zmq_setsockopt(zap, ZMQ_LINGER, &linger, sizeof linger);
-      if (zmq_bind(zap, "inproc://zeromq.zap.01") != 0)
-        throw Error(ExitCode::failure, "cannot bind the ZAP handler: " + zerr());
+      zap = std::make_unique<ZapHandler>(ctx, key_policy(config.allowed_keys), "broker");
     }
 
     router = zmq_socket(ctx, ZMQ_ROUTER);
@@ -127,7 +120,7 @@ struct Broker::Impl {
       int one = 1;
       zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one);
       zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, config.curve_secret_key->c_str(), 40);
-      if (zap) zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "plh", 3);
+      if (zap) zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, kZapDomain.data(), kZapDomain.size());
     }
     detail::ConnectionLimits limits;
     limits.idle_timeout = config.idle_timeout.value_or(std::max<std::chrono::milliseconds>(
@@ -156,6 +149,7 @@ struct Broker::Impl {
     rc.max_channels_per_client = config.max_channels_per_client;
     rc.max_consumers_per_client = config.max_consumers_per_client;
     rc.admin_token = config.admin_token;
+    rc.allowed_keys = config.allowed_keys;  // sent to producers in REG_ACK: their data sockets admit the same keys
     if (config.check_local_pids) rc.local_pid_alive = pid_alive;
     int major = 0, minor = 0, patch = 0;
     zmq_version(&major, &minor, &patch);
@@ -232,45 +226,6 @@ struct Broker::Impl {
     return true;
   }
 
-  void serve_zap() {
-    std::vector<std::string> frames;
-    int more = 1;
-    while (more) {
-      zmq_msg_t m;
-      zmq_msg_init(&m);
-      if (zmq_msg_recv(&m, zap, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&m);
-        if (frames.empty()) return;
-        break;
-      }
-      if (frames.size() < 16) frames.emplace_back(static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
-      more = zmq_msg_more(&m);
-      zmq_msg_close(&m);
-    }
-    std::string status = "400", text = "client key not allowed", user_id;
-    if (frames.size() >= 7 && frames[5] == "CURVE" && frames[6].size() == 32) {
-      char z85[41] = {};
-      zmq_z85_encode(z85, reinterpret_cast<const std::uint8_t*>(frames[6].data()), 32);
-      if (!config.allowed_keys || allowed.count(z85)) {
-        status = "200";
-        text = "OK";
-        user_id = z85;
-      } else {
-        spdlog::warn("refused a client with public key {} from {} (not in --allow-keys)", z85, frames[3]);
-      }
-    } else if (frames.size() >= 6) {
-      text = "CURVE required";
-    }
-    const std::string version = "1.0";
-    const std::string request_id = frames.size() > 1 ? frames[1] : std::string();
-    zmq_send(zap, version.data(), version.size(), ZMQ_SNDMORE);
-    zmq_send(zap, request_id.data(), request_id.size(), ZMQ_SNDMORE);
-    zmq_send(zap, status.data(), status.size(), ZMQ_SNDMORE);
-    zmq_send(zap, text.data(), text.size(), ZMQ_SNDMORE);
-    zmq_send(zap, user_id.data(), user_id.size(), ZMQ_SNDMORE);
-    zmq_send(zap, "", 0, 0);
-  }
-
   void run(int extra_stop_fd) {
     using namespace std::chrono;
     const auto sweep_period = std::clamp<milliseconds>(config.heartbeat_timeout / 10, 10ms, 250ms);
@@ -290,7 +245,7 @@ struct Broker::Impl {
       items[n++] = {nullptr, wake.fd(), ZMQ_POLLIN, 0};
       items[n++] = {guard->monitor(), 0, ZMQ_POLLIN, 0};
       const int zap_index = zap ? n : -1;
-      if (zap) items[n++] = {zap, 0, ZMQ_POLLIN, 0};
+      if (zap) items[n++] = {zap->socket(), 0, ZMQ_POLLIN, 0};
       if (extra_stop_fd >= 0) items[n++] = {nullptr, extra_stop_fd, ZMQ_POLLIN, 0};
       const auto now0 = steady_clock::now();
       const long wait_ms = std::max<long>(
@@ -302,7 +257,7 @@ struct Broker::Impl {
       if (rc > 0) {
         if (items[1].revents & ZMQ_POLLIN) break;
         if (extra_stop_fd >= 0 && (items[n - 1].revents & ZMQ_POLLIN)) break;
-        if (zap_index >= 0 && (items[zap_index].revents & ZMQ_POLLIN)) serve_zap();
+        if (zap_index >= 0 && (items[zap_index].revents & ZMQ_POLLIN)) zap->serve();
         if (items[2].revents & ZMQ_POLLIN) guard->on_monitor(steady_clock::now());
         if (items[0].revents & ZMQ_POLLIN) {
           const auto now = steady_clock::now();

@@ -308,6 +308,7 @@ void ChannelRegistry::on_reg(const PeerInfo& peer, const json& req, SteadyTime n
               {"consumer_count", ch.consumers.size()},
               {"reregistered", reregistered},
               {"token", ch.producer.token}};
+  if (config_.allowed_keys) ack["allowed_keys"] = *config_.allowed_keys;
   const std::string name = ch.name;
   if (it != channels_.end())
     it->second = std::move(ch);

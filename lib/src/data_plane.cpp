@@ -18,6 +18,7 @@
 #include <random>
 
 #include "plh/error.hpp"
+#include "plh/pipeline.hpp"
 #include "plh/text.hpp"
 #include "plh/zmq_util.hpp"
 
@@ -238,7 +239,7 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
   if (cfg_.stream == 0) cfg_.stream = random_stream_id();
   ctx_ = new_zmq_context();
   try {
-    sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_PUSH : ZMQ_XPUB);
+    sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_ROUTER : ZMQ_XPUB);
     if (!sock_) throw_zmq_error("cannot create the data socket");
     set_int(sock_, ZMQ_SNDHWM, cfg_.hwm, "ZMQ_SNDHWM");
     set_int(sock_, ZMQ_LINGER, static_cast<int>(cfg_.linger.count()), "ZMQ_LINGER");
@@ -246,12 +247,18 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
     if (cfg_.curve) {
       set_int(sock_, ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER");
       set_str(sock_, ZMQ_CURVE_SECRETKEY, cfg_.curve->secret_key, "ZMQ_CURVE_SECRETKEY");
+      if (cfg_.admission) {  // the broker's allow-list guards the data plane too
+        zap_ = std::make_unique<ZapThread>(ctx_, "publisher");
+        set_str(sock_, ZMQ_ZAP_DOMAIN, kZapDomain, "ZMQ_ZAP_DOMAIN");
+      }
     }
-    if (cfg_.pattern == Pattern::pipeline)
-      monitor_ = start_monitor(ctx_, sock_, this, "push",
-                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                   ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                                   ZMQ_EVENT_DISCONNECTED);
+    if (cfg_.pattern == Pattern::pipeline) {  // credit-based, plh/pipeline.hpp
+      PipelinePublisherConfig pc;
+      pc.hwm = cfg_.hwm;
+      pc.linger = cfg_.linger;
+      pc.stream = cfg_.stream;
+      pipeline_ = std::make_unique<PipelinePublisher>(ctx_, sock_, pc);
+    }
     if (zmq_bind(sock_, cfg_.bind.c_str()) != 0) {
       const int err = zmq_errno();
       if (err == EINVAL || err == EPROTONOSUPPORT)
@@ -265,24 +272,30 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
     endpoint_ = advertised_endpoint(bound_, cfg_.advertise, cfg_.route_to);
     last_send_ = std::chrono::steady_clock::now();
   } catch (...) {
-    if (monitor_) zmq_close(monitor_);
+    pipeline_.reset();
     if (sock_) {
       set_int(sock_, ZMQ_LINGER, 0, "ZMQ_LINGER");
       zmq_close(sock_);
     }
+    zap_.reset();
     zmq_ctx_term(ctx_);
     throw;
   }
 }
 
 Publisher::~Publisher() {
-  if (monitor_) zmq_close(monitor_);
+  pipeline_.reset();
   if (sock_) zmq_close(sock_);  // ZMQ_LINGER bounds how long queued frames may still take
+  zap_.reset();
   if (ctx_) zmq_ctx_term(ctx_);
 }
 
+void Publisher::set_allowed_keys(KeyPolicy keys) {
+  if (zap_) zap_->set_policy(std::move(keys));
+}
+
 void Publisher::drain_events() {
-  if (cfg_.pattern == Pattern::pubsub) {
+  {
     char buf[256];
     for (;;) {
       const int n = zmq_recv(sock_, buf, sizeof buf, ZMQ_DONTWAIT);
@@ -298,45 +311,39 @@ void Publisher::drain_events() {
       subscriptions_ = std::max(0, subscriptions_ + delta);
       spdlog::debug("subscription {} ({} now)", delta > 0 ? "added" : "removed", subscriptions_);
     }
-    return;
-  }
-  // pipeline: socket monitor events; first frame u16 event + u32 value (the fd).
-  std::uint16_t event = 0;
-  std::uint32_t value = 0;
-  while (next_monitor_event(monitor_, event, value)) {
-    // A consumer counts once its handshake succeeded (only then does PUSH hand it
-    // frames). A connection whose handshake failed also reports a disconnect later;
-    // that one must not uncount a live consumer.
-    switch (event) {
-      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: ++peers_; break;
-      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
-      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: ++failed_handshakes_; break;
-      case ZMQ_EVENT_DISCONNECTED:
-        if (failed_handshakes_ > 0) --failed_handshakes_;
-        else if (peers_ > 0) --peers_;
-        break;
-      default: break;
-    }
-    spdlog::debug("pipeline consumers: {}", peers_);
   }
 }
 
 int Publisher::consumers() {
+  if (pipeline_) return pipeline_->workers();
   drain_events();
-  return cfg_.pattern == Pattern::pubsub ? subscriptions_ : peers_;
+  return subscriptions_;
 }
 
+int Publisher::service_fd() const { return pipeline_ ? pipeline_->service_fd() : -1; }
+
+void Publisher::service() {
+  if (pipeline_) pipeline_->service();
+}
+
+std::string Publisher::undelivered() const { return pipeline_ ? pipeline_->undelivered() : std::string(); }
+
 bool Publisher::wait_for_consumers(int n, std::chrono::steady_clock::time_point deadline, WakeFds wake) {
+  if (pipeline_) return pipeline_->wait_for_workers(n, deadline, wake);
   for (;;) {
     if (consumers() >= n) return true;
     const int left = remaining_ms(deadline);
     if (left == 0) return false;
-    if (poll_socket(cfg_.pattern == Pattern::pubsub ? sock_ : monitor_, ZMQ_POLLIN, wake, left).woken) return false;
+    if (poll_socket(sock_, ZMQ_POLLIN, wake, left).woken) return false;
   }
 }
 
 bool Publisher::send(std::string_view frame, WakeFds wake) {
+  if (pipeline_) {
+    if (!pipeline_->send(frame, wake)) return false;
+    ++frames_sent_;
+    return true;
+  }
   for (;;) {
     if (zmq_send(sock_, frame.data(), frame.size(), ZMQ_DONTWAIT) >= 0) {
       ++frames_sent_;
@@ -345,17 +352,14 @@ bool Publisher::send(std::string_view frame, WakeFds wake) {
     }
     const int err = zmq_errno();
     if (err != EAGAIN && err != EINTR) throw_zmq_error("cannot send");
-    if (cfg_.pattern == Pattern::pubsub) {  // dropped at the HWM: the consumer sees a gap
-      last_send_ = std::chrono::steady_clock::now();
-      return true;
-    }
-    // pipeline: every consumer is full (or there is none yet): wait for room.
-    if (poll_socket(sock_, ZMQ_POLLOUT, wake, 1000).woken) return false;
+    last_send_ = std::chrono::steady_clock::now();
+    return true;  // dropped at the HWM: the consumer sees a gap
   }
 }
 
 int Publisher::keepalive_due_ms() const {
-  if (cfg_.keepalive.count() <= 0) return 1'000'000;
+  // pipeline: no keepalives yet (a ROUTER frame needs a worker's routing id; see pipeline.hpp)
+  if (cfg_.keepalive.count() <= 0 || pipeline_) return 1'000'000;
   return remaining_ms(last_send_ + cfg_.keepalive);
 }
 
@@ -363,19 +367,19 @@ void Publisher::keepalive(std::uint64_t next_seq) {
   if (keepalive_due_ms() > 0) return;
   last_send_ = std::chrono::steady_clock::now();
   const std::string ka = wire::encode_keepalive(next_seq, realtime_ns(), cfg_.stream);
-  // pubsub: one frame reaches every subscriber; pipeline: PUSH hands each frame to one
-  // consumer, so one per consumer (never waiting: a full consumer is busy, not idle).
-  const int n = cfg_.pattern == Pattern::pubsub ? 1 : std::max(1, consumers());
-  for (int i = 0; i < n; ++i)
-    if (zmq_send(sock_, ka.data(), ka.size(), ZMQ_DONTWAIT) < 0) break;
+  zmq_send(sock_, ka.data(), ka.size(), ZMQ_DONTWAIT);  // pubsub: one frame reaches every subscriber
 }
 
 EndOfStreamResult Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake) {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + cfg_.linger;
+  if (pipeline_) {
+    pipeline_->end_of_stream(next_seq, wake);  // unconfirmed work: undelivered()
+    return {};
+  }
   const std::string eos = wire::encode_end_of_stream(next_seq, realtime_ns(), cfg_.stream);
   EndOfStreamResult result;
-  if (cfg_.pattern == Pattern::pubsub) {
+  {
     // The marker must reach every subscriber. With XPUB_NODROP a send waits for room
     // instead of dropping it, but only for subscribers ZeroMQ considers writable: one
     // that just dropped frames at its HWM is skipped until it drained. So the marker is
@@ -403,19 +407,7 @@ EndOfStreamResult Publisher::end_of_stream(std::uint64_t next_seq, WakeFds wake)
       }
     }
   }
-  // pipeline: PUSH hands each frame to one consumer; repeat the marker until every
-  // consumer took one and hung up (plh-sub does), or the linger time is over.
-  for (bool first = true;; first = false) {
-    drain_events();
-    if (peers_ <= 0) return result;
-    const int left = remaining_ms(deadline);
-    if (!first && (left == 0 || woken(wake))) {
-      result.unconfirmed = peers_;
-      return result;
-    }
-    for (int i = 0; i < peers_; ++i) zmq_send(sock_, eos.data(), eos.size(), ZMQ_DONTWAIT);
-    poll_socket(monitor_, ZMQ_POLLIN, wake, std::min(left, 50));
-  }
+  return result;
 }
 
 // ---------------------------------------------------------------------------------
@@ -430,7 +422,7 @@ struct Subscriber::Msg {
 Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::make_unique<Msg>()) {
   ctx_ = new_zmq_context();
   try {
-    sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_PULL : ZMQ_SUB);
+    sock_ = zmq_socket(ctx_, cfg_.pattern == Pattern::pipeline ? ZMQ_DEALER : ZMQ_SUB);
     if (!sock_) throw_zmq_error("cannot create the data socket");
     // The receive queue counts frames; with frames of up to max_message_size bytes the
     // queue is bounded to max_queue_bytes by queueing fewer of them.
@@ -448,7 +440,8 @@ Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::m
                                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_DISCONNECTED);
     if (cfg_.server_key) {
-      const CurveKeypair mine = generate_curve_keypair();
+      // The same key as on the control plane: publishers admit the broker's --allow-keys.
+      const CurveKeypair mine = client_keypair_from_env();
       set_str(sock_, ZMQ_CURVE_SERVERKEY, *cfg_.server_key, "ZMQ_CURVE_SERVERKEY");
       set_str(sock_, ZMQ_CURVE_PUBLICKEY, mine.public_key, "ZMQ_CURVE_PUBLICKEY");
       set_str(sock_, ZMQ_CURVE_SECRETKEY, mine.secret_key, "ZMQ_CURVE_SECRETKEY");
@@ -461,6 +454,7 @@ Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::m
       const int err = zmq_errno();
       throw UsageError("invalid endpoint '" + cfg_.endpoint + "': " + zmq_strerror(err));
     }
+    if (cfg_.pattern == Pattern::pipeline) worker_ = std::make_unique<PipelineWorker>(sock_, cfg_.out_fd);
   } catch (...) {
     if (monitor_) zmq_close(monitor_);
     if (sock_) zmq_close(sock_);
@@ -470,13 +464,19 @@ Subscriber::Subscriber(SubscriberConfig cfg) : cfg_(std::move(cfg)), msg_(std::m
 }
 
 Subscriber::~Subscriber() {
+  worker_.reset();  // pipeline: the final credit
   msg_.reset();
   if (monitor_) zmq_close(monitor_);
   if (sock_) zmq_close(sock_);
   if (ctx_) zmq_ctx_term(ctx_);
 }
 
+void Subscriber::confirm_written(std::uint64_t messages) {
+  if (worker_) worker_->written(messages);
+}
+
 bool Subscriber::wait(std::chrono::milliseconds timeout, WakeFds wake, bool* wake_fd_ready) {
+  if (worker_) return worker_->wait(timeout, wake, wake_fd_ready);
   const auto r = poll_socket(sock_, ZMQ_POLLIN, wake, timeout.count() < 0 ? -1 : static_cast<long>(timeout.count()));
   if (wake_fd_ready) *wake_fd_ready = r.woken;
   return r.socket;
@@ -502,8 +502,14 @@ const ConnectionState& Subscriber::connection() {
   std::uint32_t value = 0;
   while (monitor_ && next_monitor_event(monitor_, event, value)) {
     switch (event) {
-      case ZMQ_EVENT_CONNECTED: ++conn_.tcp_connects; break;
-      case ZMQ_EVENT_CONNECT_RETRIED: ++conn_.retries; break;
+      case ZMQ_EVENT_CONNECTED:
+        ++conn_.tcp_connects;
+        lost_at_ = {};
+        break;
+      case ZMQ_EVENT_CONNECT_RETRIED:
+        ++conn_.retries;
+        lost_at_ = {};  // libzmq reconnects by itself
+        break;
       case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
         // Back after a drop: what was in flight is lost (counted as a gap by seq).
         if (conn_.disconnects > 0)
@@ -524,17 +530,24 @@ const ConnectionState& Subscriber::connection() {
         if (conn_.connected) {
           ++conn_.disconnects;
           ++stats_.dropped_connections;
-          // libzmq does not reconnect after a protocol error (an oversized frame is
-          // one): connect again ourselves. After a plain network error this replaces
-          // libzmq's own reconnect.
-          zmq_disconnect(sock_, cfg_.endpoint.c_str());
-          if (zmq_connect(sock_, cfg_.endpoint.c_str()) != 0)
-            spdlog::warn("cannot reconnect to {}: {}", cfg_.endpoint, zmq_strerror(zmq_errno()));
+          lost_at_ = std::chrono::steady_clock::now();
         }
         conn_.connected = false;
         break;
       default: break;
     }
+  }
+  // After a network error libzmq reconnects by itself (CONNECT_RETRIED follows the
+  // disconnect at once); after a protocol error (an oversized frame is one) it gives the
+  // connection up for good. Then connect again ourselves (a SUB ignores a second connect
+  // to an endpoint it still lists, hence the disconnect; no frame is pending on the dead
+  // connection by then: callers drain before asking, and nothing arrives on it).
+  if (lost_at_ != std::chrono::steady_clock::time_point{} &&
+      std::chrono::steady_clock::now() - lost_at_ >= std::chrono::milliseconds(250)) {
+    lost_at_ = {};
+    zmq_disconnect(sock_, cfg_.endpoint.c_str());
+    if (zmq_connect(sock_, cfg_.endpoint.c_str()) != 0)
+      spdlog::warn("cannot reconnect to {}: {}", cfg_.endpoint, zmq_strerror(zmq_errno()));
   }
   return conn_;
 }
@@ -592,9 +605,11 @@ const wire::DecodedFrame* Subscriber::try_receive() {
         report_gap(expected_seq_, h.seq);
       ended_ = true;
       end_seq_ = h.seq;
+      if (worker_) worker_->end_of_stream();
       return &frame_;
     }
     ++stats_.frames;
+    if (worker_) worker_->received(frame_);
     stats_.messages += frame_.messages.size();
     for (auto m : frame_.messages) stats_.bytes += m.size();
     if (cfg_.pattern == Pattern::pubsub) {

@@ -19,6 +19,7 @@
 #include "plh/signals.hpp"
 #include "plh/text.hpp"
 #include "plh/wire.hpp"
+#include "plh/zap.hpp"
 #include "plh/zmq_util.hpp"
 
 namespace plh {
@@ -33,12 +34,11 @@ class NotificationLatch {
  public:
   int fd() const { return event_.fd(); }
   void set(std::string reason, std::optional<std::uint64_t> final_seq = std::nullopt) {
-    {
-      std::lock_guard lock(mu_);
-      if (!reason_.empty()) return;
-      reason_ = std::move(reason);
-      final_seq_ = final_seq;
-    }
+    // Signalled under the lock, so a clear() never leaves the fd readable with no reason.
+    std::lock_guard lock(mu_);
+    if (!reason_.empty()) return;
+    reason_ = std::move(reason);
+    final_seq_ = final_seq;
     event_.signal();
   }
   std::string reason() const {
@@ -201,6 +201,7 @@ int run_publisher(const PubOptions& o) {
   cfg.hwm = o.hwm;
   cfg.linger = o.linger;
   if (broker_key) cfg.curve = generate_curve_keypair();  // the data plane is encrypted too
+  cfg.admission = cfg.curve.has_value();  // ... and admits the keys the broker admits (REG_ACK)
   Publisher pub(cfg);
   spdlog::info("publishing on {} ({}; bound {}, stream id {:08x})", pub.endpoint(), pattern_name(o.pattern),
                pub.bound_endpoint(), pub.stream());
@@ -238,7 +239,7 @@ int run_publisher(const PubOptions& o) {
     reg.metadata["format"] = std::string(format_name(o.format));
     reg.metadata["plh_stream"] = pub.stream();  // subscribers check every frame's stream id against it
     if (cfg.curve) reg.pubkey = cfg.curve->public_key;
-    client->register_channel(reg, metrics);
+    pub.set_allowed_keys(allowed_keys_from_ack(client->register_channel(reg, metrics)));
     spdlog::info("registered channel '{}'", o.channel);
   }
   const WakeFds wake{stop_fd(), closing.fd()};
@@ -272,9 +273,13 @@ int run_publisher(const PubOptions& o) {
       if (t != clock::time_point::max() && left <= 0) return true;
       long tmo = pub.keepalive_due_ms() + 1;
       if (t != clock::time_point::max()) tmo = std::min<long>(tmo, left + 1);
-      struct pollfd fds[3] = {{stop_fd(), POLLIN, 0}, {closing.fd(), POLLIN, 0}, {in_fd, POLLIN, 0}};
-      const int rc = ::poll(fds, in_fd >= 0 ? 3 : 2, static_cast<int>(std::min<long>(tmo, 1'000'000)));
+      // pipeline: also worker credit and departures, so a dead worker's work moves on
+      // (poll skips a negative fd: no input, or pubsub's service_fd).
+      struct pollfd fds[4] = {{stop_fd(), POLLIN, 0}, {closing.fd(), POLLIN, 0}, {in_fd, POLLIN, 0},
+                              {pub.service_fd(), POLLIN, 0}};
+      const int rc = ::poll(fds, 4, static_cast<int>(std::min<long>(tmo, 1'000'000)));
       if (rc < 0 && errno != EINTR) throw Error(ExitCode::failure, "poll: " + errno_text(errno));
+      if (rc > 0 && fds[3].revents) pub.service();
       if (rc > 0 && (fds[0].revents || fds[1].revents)) return false;
       if (rc > 0 && in_fd >= 0 && fds[2].revents) return true;
     }
@@ -351,6 +356,8 @@ int run_publisher(const PubOptions& o) {
                     " consumer(s) did not confirm the end of stream within --linger " + ms_text(o.linger) +
                     ": up to " + std::to_string(sent) + " message(s) unconfirmed" + progress +
                     " (a slow consumer or link: raise --linger)");
+  if (const std::string why = pub.undelivered(); !why.empty())
+    throw Error(ExitCode::failure, "'" + (o.channel.empty() ? pub.endpoint() : o.channel) + "': " + why);
   return 0;
 }
 
@@ -432,6 +439,7 @@ int run_subscriber(const SubOptions& o) {
     a.cfg.hwm = o.hwm;
     a.cfg.max_message_size = o.max_message_size;
     a.cfg.max_queue_bytes = o.max_queue_bytes;
+    a.cfg.out_fd = o.out_fd;
     if (direct) {
       a.cfg.endpoint = o.connect;
       a.cfg.pattern = o.pattern;
@@ -577,6 +585,7 @@ int run_subscriber(const SubOptions& o) {
                    att->cfg.expected_stream);
     Subscriber sub(att->cfg);
     sub.set_label(label);
+    const std::uint64_t received_before = received;  // --follow: what earlier publishers' streams brought
     const auto attached_at = clock::now();
     // Direct mode with --wait: the publisher may come later; wait for it up to -W.
     const auto connect_deadline = o.connect_timeout.count() == 0 || (direct && o.wait)
@@ -639,6 +648,7 @@ int run_subscriber(const SubOptions& o) {
       }
       // Nothing waiting: hand what we have to the next program before blocking.
       out.flush();
+      sub.confirm_written(received - received_before);  // pipeline: the next credit confirms them
       if (stop_requested()) {
         why = StreamEnd::stop;
         break;
@@ -717,6 +727,7 @@ int run_subscriber(const SubOptions& o) {
       // Data-plane liveness and the connection are checked at least every 250 ms.
     }
     out.flush();
+    sub.confirm_written(received - received_before);
     // The missing tail: what the publisher says it sent after the last message we got.
     std::optional<std::uint64_t> final_seq;
     if (why == StreamEnd::eos && sub.end_seq() > 0) final_seq = sub.end_seq() - 1;

@@ -73,6 +73,15 @@ Child listed_publisher(const BrokerProcess& b, const std::map<std::string, std::
   return p;
 }
 
+// plh-sub CH --wait -W 60 --stats EXTRA whose stdout nobody reads until the file
+// dir/done exists; then `reader` reads it. Its exit code is plh-sub's (pipefail).
+Child stalled_subscriber(const std::map<std::string, std::string>& env, const std::string& ch,
+                         const std::string& extra, const TempDir& dir, const std::string& reader) {
+  return Child::shell("set -o pipefail; $SUB " + ch + " --wait -W 60 --stats " + extra + " | (while [ ! -e " +
+                          dir.file("done") + " ]; do sleep 0.05; done; " + reader + ")",
+                      env);
+}
+
 }  // namespace
 
 TEST_CASE("seq 100000 through plh-pub reaches two subscribers - all three end on their own", "[e2e][pubsub]") {
@@ -384,9 +393,7 @@ TEST_CASE("a subscriber that does not keep up loses data at the HWM, counted as 
   const auto ch = channel("slow");
   TempDir dir;
   // The subscriber's stdout is a pipe nobody reads until the publisher has finished.
-  auto s = Child::shell("set -o pipefail; $SUB " + ch + " --wait -W 60 --stats --hwm 2 | (while [ ! -e " + dir.file("done") +
-                            " ]; do sleep 0.05; done; cat > /dev/null)",
-                        env);
+  auto s = stalled_subscriber(env, ch, "--hwm 2", dir, "cat > /dev/null");
   // 30 MB of 1000-byte lines: far more than the HWMs and socket buffers hold.
   auto p = Child::shell("yes \"$(head -c 999 /dev/zero | tr '\\0' x)\" | head -n 30000 | $PUB " + ch +
                             " -w 1 -W 20 --hwm 2 --linger 1s",
@@ -578,9 +585,7 @@ TEST_CASE("1,000,000 lines to a subscriber whose stdout stalls: the missing tail
   const auto ch = channel("tail");
   TempDir dir;
   // stdout is a pipe read only after the publisher has given up (--linger 1s).
-  auto s = Child::shell("set -o pipefail; $SUB " + ch + " --wait -W 60 --stats | (while [ ! -e " + dir.file("done") +
-                            " ]; do sleep 0.05; done; wc -l > " + dir.file("count") + ")",
-                        env);
+  auto s = stalled_subscriber(env, ch, "", dir, "wc -l > " + dir.file("count"));
   auto p = Child::shell("seq 1000000 | $PUB " + ch + " -w 1 -W 20 --linger 1s", env);
   auto rp = p.wait(60s);
   spit(dir.file("done"), "");

@@ -28,6 +28,9 @@ struct RegistryConfig {
   // never compared. Empty = no PID checks.
   std::string host_id;
   std::optional<std::string> admin_token;             // CLOSE_REQ must carry it when set
+  // The broker's --allow-keys (Z85 public keys), sent to producers in REG_ACK as
+  // `allowed_keys` so their data sockets admit the same clients. nullopt = no list.
+  std::optional<std::vector<std::string>> allowed_keys;
   // For peers on the broker's own host: returns false when the PID is gone, so a dead
   // process is removed before its heartbeat times out. Empty = no PID checks.
   std::function<bool(std::int64_t pid)> local_pid_alive;

@@ -8,12 +8,12 @@
 //              A subscriber that does not keep up loses whole frames at the high-water
 //              mark; the publisher never blocks and never grows its memory beyond the
 //              HWM. The subscriber sees the loss as a sequence gap.
-//   pipeline : PUSH/PULL. Each frame goes to exactly one consumer (round robin over the
-//              consumers that have room). Nothing is dropped: the publisher waits while
-//              every consumer is at its HWM (or while there is none).
+//   pipeline : ROUTER/DEALER with credit (plh/pipeline.hpp): each message goes to exactly
+//              one worker, when that worker asks for work; the publisher waits while no
+//              worker has room (or while there is none). Delivery is at least once.
 //
 // End of stream: end_of_stream() sends an EOS marker that is never dropped
-// (pubsub: XPUB_NODROP; pipeline: repeated until each consumer hung up), then waits,
+// (pubsub: XPUB_NODROP; pipeline: sent to each worker once all work is confirmed), then waits,
 // at most `linger`, until the consumers that plh-sub runs have hung up, so everything
 // sent before is delivered before the publisher closes.
 //
@@ -29,6 +29,7 @@
 #include "plh/curve.hpp"
 #include "plh/error.hpp"
 #include "plh/wire.hpp"
+#include "plh/zap.hpp"
 
 namespace plh {
 
@@ -54,6 +55,9 @@ struct PublisherConfig {
   std::string route_to;
   std::uint32_t stream = 0;                 // stream id in every frame; 0: a random one
   std::chrono::milliseconds keepalive{1000};  // idle time before a keepalive frame
+  // With curve: admit client keys through ZAP (plh/zap.hpp). Handshakes wait until
+  // set_allowed_keys() is called (plh-pub calls it with the broker's REG_ACK list).
+  bool admission = false;
 };
 
 // The endpoint a publisher bound at `bound` (as ZeroMQ reports it) should tell others:
@@ -75,6 +79,9 @@ struct EndOfStreamResult {
   int unconfirmed = 0;  // consumers (plh-sub) that had not confirmed the end at linger
   bool delivered = true;  // pubsub: the marker could be queued at all
 };
+
+class PipelinePublisher;
+class PipelineWorker;
 
 class Publisher {
  public:
@@ -105,7 +112,7 @@ class Publisher {
 
   // Milliseconds until a keepalive is due (0: now).
   int keepalive_due_ms() const;
-  // Sends a keepalive (seq next_seq) when one is due; a pipeline sends one per consumer.
+  // Sends a keepalive (seq next_seq) when one is due (pubsub; a pipeline sends none yet).
   void keepalive(std::uint64_t next_seq);
 
   // End-of-stream marker with seq next_seq (see above). Waits at most linger. A plh-sub
@@ -114,17 +121,27 @@ class Publisher {
 
   std::uint64_t frames_sent() const { return frames_sent_; }
 
+  // pipeline: a file descriptor that is readable when worker messages wait; call
+  // service() then (-1 for pubsub). Lets an idle plh-pub re-send a dead worker's work.
+  int service_fd() const;
+  void service();
+  // Empty when everything sent was delivered and confirmed (pipeline); else what was not.
+  std::string undelivered() const;
+
+  // Admission (cfg.admission): the client keys the data socket accepts from now on;
+  // nullopt = any key. Thread-safe.
+  void set_allowed_keys(KeyPolicy keys);
+
  private:
   void drain_events();
   PublisherConfig cfg_;
+  std::unique_ptr<ZapThread> zap_;
   void* ctx_ = nullptr;
   void* sock_ = nullptr;
-  void* monitor_ = nullptr;  // pipeline: PAIR receiving socket events
+  std::unique_ptr<PipelinePublisher> pipeline_;
   std::string bound_, endpoint_;
   int subscriptions_ = 0;  // pubsub: live subscriptions other than plh-sub's marker
   int plh_subs_ = 0;       // pubsub: live plh-sub marker subscriptions
-  int peers_ = 0;              // pipeline: consumers past the handshake
-  int failed_handshakes_ = 0;  // pipeline: failed handshakes whose disconnect is still to come
   std::uint64_t frames_sent_ = 0;
   std::chrono::steady_clock::time_point last_send_{};
 };
@@ -137,6 +154,7 @@ struct SubscriberConfig {
   std::uint32_t expected_stream = 0;      // refuse frames of another stream id (0: any)
   std::int64_t max_message_size = 64 << 20;  // ZMQ_MAXMSGSIZE: a larger frame drops the connection
   std::int64_t max_queue_bytes = 256 << 20;  // bound for what is queued: RCVHWM = this / max_message_size
+  int out_fd = -1;  // pipeline: the output; unread data in its pipe counts as unfinished work
 };
 
 struct SubscriberStats {
@@ -183,7 +201,8 @@ class Subscriber {
   // are consumed here (they position the sequence). A frame whose stream id is not
   // expected_stream throws StreamMismatch before anything of it is handed out.
   const wire::DecodedFrame* try_receive();
-  // The monitor's view of the data connection (drains pending events).
+  // The monitor's view of the data connection (drains pending events; call it when
+  // try_receive() returned nullptr: it may reconnect a connection libzmq gave up).
   const ConnectionState& connection();
   // When the last valid frame (data, keepalive or end of stream) arrived; epoch when none.
   std::chrono::steady_clock::time_point last_frame() const { return last_frame_; }
@@ -196,6 +215,10 @@ class Subscriber {
   // Waits until a frame may be waiting, a wake fd is readable, or timeout
   // (negative: forever). Returns true when the socket has input.
   bool wait(std::chrono::milliseconds timeout, WakeFds wake = {-1, -1}, bool* wake_fd_ready = nullptr);
+
+  // pipeline: the caller has written (flushed) this many messages in total; the next
+  // credit confirms them to the publisher. Call after flushing, before wait().
+  void confirm_written(std::uint64_t messages);
 
   bool ended() const { return ended_; }
   // seq of the EOS marker (the number of messages the publisher sent + 1).
@@ -212,6 +235,8 @@ class Subscriber {
   void* monitor_ = nullptr;
   ConnectionState conn_;
   std::chrono::steady_clock::time_point last_frame_{};
+  std::chrono::steady_clock::time_point lost_at_{};  // disconnected, no reconnect seen yet
+  std::unique_ptr<PipelineWorker> worker_;
   struct Msg;
   std::unique_ptr<Msg> msg_;
   wire::DecodedFrame frame_;
