@@ -1,5 +1,8 @@
 #include "plh/broker.hpp"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <spdlog/spdlog.h>
@@ -298,11 +301,36 @@ Broker::~Broker() = default;
 const std::string& Broker::endpoint() const { return impl_->bound; }
 const std::optional<std::string>& Broker::public_key() const { return impl_->pubkey; }
 
+std::vector<std::string> Broker::connect_endpoints() const {
+  const std::string& bound = impl_->bound;
+  const std::string wildcard = "tcp://0.0.0.0:";
+  if (bound.rfind(wildcard, 0) != 0) return {bound};
+  const std::string port = bound.substr(wildcard.size());
+  std::vector<std::string> remote, local;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) == 0) {
+    for (const ifaddrs* a = list; a; a = a->ifa_next) {
+      if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET) continue;
+      char text[INET_ADDRSTRLEN] = {};
+      const auto* in = reinterpret_cast<const sockaddr_in*>(a->ifa_addr);
+      if (!::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text)) continue;
+      const std::string ep = "tcp://" + std::string(text) + ":" + port;
+      auto& into = (ntohl(in->sin_addr.s_addr) >> 24) == 127 ? local : remote;
+      if (std::find(into.begin(), into.end(), ep) == into.end()) into.push_back(ep);
+    }
+    ::freeifaddrs(list);
+  }
+  if (local.empty()) local.push_back("tcp://127.0.0.1:" + port);
+  remote.insert(remote.end(), local.begin(), local.end());
+  return remote;
+}
+
 std::string Broker::ready_line() const {
   nlohmann::ordered_json j = {
       {"endpoint", impl_->bound},
       {"public_key", impl_->pubkey ? nlohmann::ordered_json(*impl_->pubkey) : nlohmann::ordered_json(nullptr)},
-      {"pid", ::getpid()}};
+      {"pid", ::getpid()},
+      {"connect", connect_endpoints()}};
   return j.dump();
 }
 

@@ -14,13 +14,15 @@ namespace {
 struct LabBroker {
   Child child;
   std::string port;
+  nlohmann::json ready;
 };
 LabBroker start_broker(const Lab& lab, const std::string& host) {
   Child c = lab.spawn(host, {PLH_BROKER_BIN, "--endpoint", "tcp://0.0.0.0:0", "--log-level", "warn"});
   auto line = c.read_line(std::chrono::seconds(10));
   REQUIRE(line);
-  const std::string ep = nlohmann::json::parse(*line).at("endpoint").get<std::string>();
-  return LabBroker{std::move(c), ep.substr(ep.rfind(':') + 1)};
+  auto ready = nlohmann::json::parse(*line);
+  const std::string ep = ready.at("endpoint").get<std::string>();
+  return LabBroker{std::move(c), ep.substr(ep.rfind(':') + 1), ready};
 }
 }  // namespace
 
@@ -33,6 +35,13 @@ TEST_CASE("lab: hosts have their own names and reach each other only on the lab 
   LabBroker broker = start_broker(lab, "hosta");
   const std::string port = broker.port;
   const std::string remote = "tcp://" + lab.ip("hosta") + ":" + port;
+
+  // The ready line names addresses other hosts can use, never 0.0.0.0.
+  const auto connect = broker.ready.at("connect");
+  REQUIRE(connect.is_array());
+  REQUIRE(!connect.empty());
+  CHECK(connect[0] == remote);
+  for (const auto& ep : connect) CHECK(ep.get<std::string>().find("0.0.0.0") == std::string::npos);
 
   RunResult ping = lab.run("hostb", {PLH_CTL_BIN, "--broker", remote, "ping", "--json"});
   CHECK(ping.code == 0);

@@ -59,8 +59,13 @@ class Broker {
   const std::string& endpoint() const;
   // Z85 public key when CURVE is on.
   const std::optional<std::string>& public_key() const;
-  // {"endpoint":...,"public_key":...|null,"pid":...} (no newline).
+  // {"endpoint":...,"public_key":...|null,"pid":...,"connect":[...]} (no newline).
+  // `connect`: endpoints a client can use — for a wildcard bind (tcp://0.0.0.0:P) one per
+  // IPv4 address of this host's interfaces (non-loopback first, then 127.0.0.1), never
+  // 0.0.0.0; otherwise just the bound endpoint.
   std::string ready_line() const;
+  // The `connect` list of ready_line().
+  std::vector<std::string> connect_endpoints() const;
 
   // Serves until stop() is called or `extra_stop_fd` (e.g. plh::stop_fd()) is readable.
   // Call from one thread only.
