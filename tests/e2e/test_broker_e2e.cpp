@@ -26,7 +26,7 @@ using plh::test::eventually;
 using plh::test::RawClient;
 using plh::test::reg;
 
-TEST_CASE("ready line names the real endpoint, key and pid; SIGTERM exits 0", "[e2e][broker]") {
+TEST_CASE("ready line names the real endpoint, key and pid, SIGTERM exits 0", "[e2e][broker]") {
   auto b = BrokerProcess::start();
   CHECK(b.endpoint.rfind("tcp://127.0.0.1:", 0) == 0);
   CHECK(b.endpoint != "tcp://127.0.0.1:0");

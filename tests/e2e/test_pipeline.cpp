@@ -81,7 +81,7 @@ TEST_CASE("pipeline: seq 30 to three equal workers is 10/10/10, and each ends on
   for (int i = 0; i < 30; ++i) CHECK(all[static_cast<std::size_t>(i)] == i + 1);
 }
 
-TEST_CASE("pipeline: a worker taking 0.5 s per job gets at most 5 of 100; two at 0.01 s take the rest",
+TEST_CASE("pipeline: a worker taking 0.5 s per job gets at most 5 of 100, two at 0.01 s take the rest",
           "[e2e][pipeline]") {
   Lab lab;
   // Each worker is plh-sub piped into a job loop that reads one line (the shell's read

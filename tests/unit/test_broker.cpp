@@ -151,7 +151,7 @@ TEST_CASE("error codes", "[broker]") {
   }
 }
 
-TEST_CASE("consumers: register, count, leave; producer is told", "[broker]") {
+TEST_CASE("consumers: register, count, leave, producer is told", "[broker]") {
   InProcessBroker b;
   RawClient prod(b.endpoint()), cons(b.endpoint());
   REQUIRE(prod.call("REG_REQ", reg_body("c.h", 100, 3)).type == "REG_ACK");
@@ -164,7 +164,10 @@ TEST_CASE("consumers: register, count, leave; producer is told", "[broker]") {
   REQUIRE(joined);
   CHECK(joined->body["consumer_pid"] == 7);
   CHECK(prod.call("DISC_REQ", {{"channel", "c.h"}}).body["consumer_count"] == 1);
-  r = cons.call("CONSUMER_DEREG_REQ", {{"channel", "c.h"}, {"consumer_pid", 7}, {"consumer_hostname", "x"}});
+  // The consumer owns its entry through the token of its CONSUMER_REG_ACK.
+  const auto token = r.body.at("token");
+  r = cons.call("CONSUMER_DEREG_REQ",
+                {{"channel", "c.h"}, {"consumer_pid", 7}, {"consumer_hostname", "x"}, {"token", token}});
   CHECK(r.type == "CONSUMER_DEREG_ACK");
   auto left = prod.wait_for("CONSUMER_LEFT_NOTIFY");
   REQUIRE(left);
@@ -389,7 +392,7 @@ TEST_CASE("a body with a NUL and garbage after the JSON is INVALID_REQUEST, not 
   }
 }
 
-TEST_CASE("a connection idle longer than the idle timeout is dropped; a talking one is not", "[broker][hostile]") {
+TEST_CASE("a connection idle longer than the idle timeout is dropped, a talking one is not", "[broker][hostile]") {
   plh::BrokerConfig cfg;
   cfg.idle_timeout = 300ms;
   InProcessBroker b(cfg);

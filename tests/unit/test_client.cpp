@@ -224,7 +224,7 @@ struct DiscScript {
 };
 }  // namespace
 
-TEST_CASE("client: a broker's malformed replies are errors, never crashes; the client keeps working",
+TEST_CASE("client: a broker's malformed replies are errors, never crashes, the client keeps working",
           "[client][hostile]") {
   using plh::test::ScriptedBroker;
   DiscScript script;
@@ -368,7 +368,7 @@ struct HealScript {
 using State = plh::BrokerClient::RegistrationState;
 }  // namespace
 
-TEST_CASE("client: a producer dropped for silence registers again with its token; not after an admin close",
+TEST_CASE("client: a producer dropped for silence registers again with its token, not after an admin close",
           "[client][heal]") {
   HealScript s;
   s.target = "heal.me";

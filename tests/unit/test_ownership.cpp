@@ -205,7 +205,7 @@ TEST_CASE("ownership: absurd or backwards metrics from the owner are ignored", "
   CHECK(entry["rates"]["messages_per_s"].get<double>() < plh::kMaxMessagesPerSecond);
 }
 
-TEST_CASE("ownership: without an admin token, CLOSE_REQ only from loopback; a LAN peer gets UNAUTHORIZED",
+TEST_CASE("ownership: without an admin token, CLOSE_REQ only from loopback, a LAN peer gets UNAUTHORIZED",
           "[ownership][close]") {
   const std::string ip = non_loopback_ipv4();
   if (ip.empty()) PLH_SKIP("this machine has no non-loopback IPv4 address to connect through");

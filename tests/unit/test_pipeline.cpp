@@ -146,7 +146,7 @@ TEST_CASE("pipeline credit policy: a fast worker's window grows and is topped up
   CHECK(c->acked + c->window >= n + 128 + 256);
 }
 
-TEST_CASE("pipeline: one batch of 300 to three workers is split 100/100/100; each gets end of stream", "[pipeline]") {
+TEST_CASE("pipeline: one batch of 300 to three workers is split 100/100/100, each gets end of stream", "[pipeline]") {
   Publisher pub(pipeline_cfg());
   std::vector<std::unique_ptr<Subscriber>> subs;
   for (int i = 0; i < 3; ++i) subs.push_back(std::make_unique<Subscriber>(worker_cfg(pub.endpoint())));

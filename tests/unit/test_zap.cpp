@@ -60,7 +60,7 @@ bool handshake(void* ctx, const std::string& endpoint, const std::string& server
 
 }  // namespace
 
-TEST_CASE("zap_decide: listed CURVE keys only; malformed or other mechanisms refused", "[zap]") {
+TEST_CASE("zap_decide: listed CURVE keys only, malformed or other mechanisms refused", "[zap]") {
   const CurveKeypair k = generate_curve_keypair(), other = generate_curve_keypair();
   std::string raw(32, '\0');
   REQUIRE(zmq_z85_decode(reinterpret_cast<std::uint8_t*>(raw.data()), k.public_key.c_str()));
