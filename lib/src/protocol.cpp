@@ -427,9 +427,6 @@ std::string run_sax(std::string_view text, JsonLimits limits, Inner* inner) {
 
 }  // namespace
 
-std::string json_problem(std::string_view text, JsonLimits limits) {
-  return run_sax<nlohmann::detail::json_sax_dom_parser<json>>(text, limits, nullptr);
-}
 
 json parse_json(std::string_view text, JsonLimits limits, std::string* error) {
   json out;

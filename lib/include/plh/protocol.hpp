@@ -124,11 +124,9 @@ struct JsonLimits {
   std::size_t max_values = static_cast<std::size_t>(-1);
 };
 inline constexpr JsonLimits kRequestLimits{kMaxRequestDepth, kMaxRequestValues};
-// Empty when valid, else what is wrong ("NUL byte at offset 10", "nested deeper than 32
-// levels", "parse error at line 1, column 3: ..."). Builds nothing.
-std::string json_problem(std::string_view text, JsonLimits limits = {});
-// Parses `text` under the same rules; on failure returns a discarded value and, when
-// `error` is given, stores what is wrong there.
+// Parses `text` under these rules; on failure returns a discarded value and, when `error`
+// is given, stores what is wrong there ("NUL byte at offset 10", "nested deeper than 32
+// levels", "parse error at line 1, column 3: ...").
 nlohmann::json parse_json(std::string_view text, JsonLimits limits = {}, std::string* error = nullptr);
 
 // Appends `s` as a JSON string literal (quotes, escapes; `s` must be valid UTF-8).
