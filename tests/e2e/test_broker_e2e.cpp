@@ -277,8 +277,11 @@ TEST_CASE("a multipart message that never ends is dropped: the broker's memory s
   CHECK(peak - base < 100 * 1024);
   RawClient c(b.endpoint);
   CHECK(c.call("PING_REQ", json::object()).type == "PING_ACK");
-  // What libzmq had queued is given back to the system.
+#if !defined(__SANITIZE_ADDRESS__)
+  // What libzmq had queued is given back to the system. Not under ASan: its allocator
+  // keeps freed memory in quarantine and malloc_trim does not reach it.
   CHECK(eventually([&] { return plh::test::proc_status_kib(pid, "VmRSS") - base < 48 * 1024; }, 5s));
+#endif
   CHECK(b.stop() == 0);
 }
 
