@@ -25,7 +25,7 @@
 #include <thread>
 #include <vector>
 
-#include "plh/broker_client.hpp"
+#include "plh/control/broker_client.hpp"
 
 using namespace std::chrono;
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-#include "plh/framing.hpp"
+#include "plh/core/framing.hpp"
 
 namespace {
 

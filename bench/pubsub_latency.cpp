@@ -26,7 +26,7 @@
 #include <thread>
 #include <vector>
 
-#include "plh/framing.hpp"
+#include "plh/core/framing.hpp"
 
 namespace {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <string_view>
 
-#include "plh/framing.hpp"
+#include "plh/core/framing.hpp"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "plh/curve.hpp"
+#include "plh/core/curve.hpp"
 #include "process.hpp"
 #include "test_broker_process.hpp"
 

@@ -11,8 +11,8 @@
 #include <random>
 
 #include "../unit/test_broker_fixture.hpp"
-#include "plh/broker_client.hpp"
-#include "plh/error.hpp"
+#include "plh/control/broker_client.hpp"
+#include "plh/core/error.hpp"
 #include "test_broker_process.hpp"
 
 #if defined(PLH_BROKER_BIN) && defined(PLH_CTL_BIN)

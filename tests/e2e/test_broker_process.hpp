@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "plh/broker_client.hpp"
+#include "plh/control/broker_client.hpp"
 #include "process.hpp"
 
 namespace plh::test {

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <mutex>
 
-#include "plh/broker_client.hpp"
+#include "plh/control/broker_client.hpp"
 #include "scripted_broker.hpp"
 #include "test_broker_process.hpp"
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "plh/pipeline.hpp"
+#include "plh/data/pipeline.hpp"
 #include "process.hpp"
 #include "test_broker_process.hpp"
 #include "zmq_frames.hpp"

@@ -11,7 +11,7 @@
 #include <sstream>
 #include <string>
 
-#include "plh/broker_client.hpp"
+#include "plh/control/broker_client.hpp"
 #include "process.hpp"
 #include "test_broker_process.hpp"
 

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "plh/error.hpp"
-#include "plh/framing.hpp"
+#include "plh/core/error.hpp"
+#include "plh/core/framing.hpp"
 
 #include <nlohmann/json.hpp>
 

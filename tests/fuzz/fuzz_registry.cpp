@@ -31,8 +31,8 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "plh/channel_registry.hpp"
-#include "plh/protocol.hpp"
+#include "plh/control/channel_registry.hpp"
+#include "plh/control/protocol.hpp"
 
 using namespace plh;
 using nlohmann::json;

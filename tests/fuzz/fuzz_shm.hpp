@@ -10,7 +10,7 @@
 #include <string_view>
 
 #include "fuzz_support.hpp"
-#include "plh/error.hpp"
+#include "plh/core/error.hpp"
 
 namespace plh::fuzz {
 

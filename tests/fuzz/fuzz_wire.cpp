@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "plh/wire.hpp"
+#include "plh/data/wire.hpp"
 
 using namespace plh;
 

@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "plh/zmq_util.hpp"
+#include "plh/core/zmq_util.hpp"
 #include "zmq_frames.hpp"
 
 namespace plh::test {

@@ -1,9 +1,9 @@
 // plh::Broker over real sockets: every request type, every error code, notifications.
 #include <catch2/catch.hpp>
 
-#include "plh/protocol.hpp"
-#include "plh/host_identity.hpp"
-#include "plh/text.hpp"
+#include "plh/control/protocol.hpp"
+#include "plh/core/host_identity.hpp"
+#include "plh/core/text.hpp"
 #include "process.hpp"
 #include "test_broker_fixture.hpp"
 

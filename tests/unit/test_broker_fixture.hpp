@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "plh/broker.hpp"
+#include "plh/control/broker.hpp"
 #include "zmq_frames.hpp"
 
 namespace plh::test {

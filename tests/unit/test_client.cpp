@@ -5,9 +5,9 @@
 #include <functional>
 #include <mutex>
 
-#include "plh/broker_client.hpp"
-#include "plh/error.hpp"
-#include "plh/protocol.hpp"
+#include "plh/control/broker_client.hpp"
+#include "plh/core/error.hpp"
+#include "plh/control/protocol.hpp"
 #include "process.hpp"
 #include "scripted_broker.hpp"
 #include "test_broker_fixture.hpp"

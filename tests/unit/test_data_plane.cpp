@@ -8,11 +8,11 @@
 #include <thread>
 #include <vector>
 
-#include "plh/broker_client.hpp"
-#include "plh/data_plane.hpp"
-#include "plh/pubsub.hpp"
-#include "plh/error.hpp"
-#include "plh/text.hpp"
+#include "plh/control/broker_client.hpp"
+#include "plh/data/data_plane.hpp"
+#include "plh/data/pubsub.hpp"
+#include "plh/core/error.hpp"
+#include "plh/core/text.hpp"
 #include "process.hpp"
 
 using namespace plh;

@@ -13,9 +13,9 @@
 #include <thread>
 #include <vector>
 
-#include "plh/error.hpp"
-#include "plh/framing.hpp"
-#include "plh/text.hpp"
+#include "plh/core/error.hpp"
+#include "plh/core/framing.hpp"
+#include "plh/core/text.hpp"
 
 using namespace std::string_literals;
 using plh::Format;

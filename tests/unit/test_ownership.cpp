@@ -9,12 +9,12 @@
 
 #include <catch2/catch.hpp>
 
-#include "plh/broker_client.hpp"
-#include "plh/channel_registry.hpp"
-#include "plh/curve.hpp"
-#include "plh/host_identity.hpp"
-#include "plh/protocol.hpp"
-#include "plh/text.hpp"
+#include "plh/control/broker_client.hpp"
+#include "plh/control/channel_registry.hpp"
+#include "plh/core/curve.hpp"
+#include "plh/core/host_identity.hpp"
+#include "plh/control/protocol.hpp"
+#include "plh/core/text.hpp"
 #include "process.hpp"
 #include "skip.hpp"
 #include "test_broker_fixture.hpp"

@@ -10,10 +10,10 @@
 #include <thread>
 #include <vector>
 
-#include "plh/data_plane.hpp"
-#include "plh/pipeline.hpp"
-#include "plh/text.hpp"
-#include "plh/wire.hpp"
+#include "plh/data/data_plane.hpp"
+#include "plh/data/pipeline.hpp"
+#include "plh/core/text.hpp"
+#include "plh/data/wire.hpp"
 
 using namespace plh;
 using namespace std::chrono_literals;

@@ -3,7 +3,7 @@
 
 #include <set>
 
-#include "plh/channel_registry.hpp"
+#include "plh/control/channel_registry.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "plh/error.hpp"
+#include "plh/core/error.hpp"
 #include "plh/shm/data_block.hpp"
 #include "plh/shm/layout.hpp"
 #include "process.hpp"

@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 
-#include "plh/error.hpp"
-#include "plh/text.hpp"
+#include "plh/core/error.hpp"
+#include "plh/core/text.hpp"
 
 using namespace std::chrono_literals;
 

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <string>
 
-#include "plh/wire.hpp"
+#include "plh/data/wire.hpp"
 
 using namespace plh::wire;
 

@@ -9,12 +9,12 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "plh/curve.hpp"
-#include "plh/data_plane.hpp"
-#include "plh/error.hpp"
-#include "plh/text.hpp"
-#include "plh/wire.hpp"
-#include "plh/zap.hpp"
+#include "plh/core/curve.hpp"
+#include "plh/data/data_plane.hpp"
+#include "plh/core/error.hpp"
+#include "plh/core/text.hpp"
+#include "plh/data/wire.hpp"
+#include "plh/control/zap.hpp"
 
 using namespace plh;
 using namespace std::chrono_literals;

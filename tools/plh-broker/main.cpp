@@ -1,12 +1,12 @@
 // plh-broker: discovery and liveness broker. The work is plh::Broker (lib/).
 #include <cstdio>
 
-#include "plh/broker.hpp"
-#include "plh/cli.hpp"
-#include "plh/curve.hpp"
-#include "plh/error.hpp"
-#include "plh/signals.hpp"
-#include "plh/text.hpp"
+#include "plh/control/broker.hpp"
+#include "plh/core/cli.hpp"
+#include "plh/core/curve.hpp"
+#include "plh/core/error.hpp"
+#include "plh/core/signals.hpp"
+#include "plh/core/text.hpp"
 
 namespace {
 struct Options {

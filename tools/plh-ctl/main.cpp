@@ -2,11 +2,11 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "plh/cli.hpp"
-#include "plh/ctl_commands.hpp"
-#include "plh/curve.hpp"
-#include "plh/error.hpp"
-#include "plh/text.hpp"
+#include "plh/core/cli.hpp"
+#include "plh/control/ctl_commands.hpp"
+#include "plh/core/curve.hpp"
+#include "plh/core/error.hpp"
+#include "plh/core/text.hpp"
 
 namespace {
 struct Options {

@@ -1,5 +1,5 @@
 // plh-shm: the shared-memory DataBlock ring buffer from the command line.
-#include "plh/cli.hpp"
+#include "plh/core/cli.hpp"
 #include "plh/shm/commands.hpp"
 
 namespace {

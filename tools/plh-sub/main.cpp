@@ -1,8 +1,8 @@
-// plh-sub: channel → stdout. All the work is plh::run_subscriber (lib/src/pubsub.cpp).
-#include "plh/cli.hpp"
-#include "plh/error.hpp"
-#include "plh/pubsub.hpp"
-#include "plh/text.hpp"
+// plh-sub: channel → stdout. All the work is plh::run_subscriber (lib/src/data/pubsub.cpp).
+#include "plh/core/cli.hpp"
+#include "plh/core/error.hpp"
+#include "plh/data/pubsub.hpp"
+#include "plh/core/text.hpp"
 
 int main(int argc, char** argv) {
   plh::cli::LogOptions log;

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "plh/cli.hpp"
+#include "plh/core/cli.hpp"
 
 namespace plh::shm::commands {
 

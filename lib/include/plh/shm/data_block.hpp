@@ -58,7 +58,7 @@
 #include <string_view>
 #include <vector>
 
-#include "plh/error.hpp"
+#include "plh/core/error.hpp"
 
 namespace plh::shm {
 

@@ -1,0 +1,374 @@
+#include "plh/control/ctl_commands.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "plh/core/curve.hpp"
+#include "plh/core/error.hpp"
+#include "plh/control/protocol.hpp"
+#include "plh/core/signals.hpp"
+#include "plh/core/text.hpp"
+
+namespace plh::ctl {
+
+using nlohmann::json;
+using namespace std::chrono;
+
+namespace {
+
+void emit(std::FILE* out, const std::string& text) {
+  if (text.empty()) return;
+  if (std::fwrite(text.data(), 1, text.size(), out) != text.size() || std::fflush(out) != 0) {
+    if (errno == EPIPE) throw BrokenPipe();
+    throw Error(ExitCode::failure, "cannot write output: " + errno_text(errno));
+  }
+}
+
+void emit_json(std::FILE* out, const json& j) { emit(out, j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"); }
+
+// JSON -> text for tables; never throws on odd values.
+std::string str(const json& j, const char* key, const char* dflt = "-") {
+  if (!j.is_object()) return dflt;
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  if (it->is_string()) {
+    const auto& s = it->get_ref<const std::string&>();
+    return s.empty() ? dflt : s;
+  }
+  return it->dump();
+}
+
+// A count from the broker: a non-negative integer, else 0.
+std::uint64_t count_of(const json& j, const char* key) {
+  auto it = j.find(key);
+  return (it != j.end() && it->is_number_unsigned()) ? it->get<std::uint64_t>() : 0;
+}
+
+double num(const json& j, const char* key) {
+  if (!j.is_object()) return 0;
+  auto it = j.find(key);
+  return (it != j.end() && it->is_number()) ? it->get<double>() : 0.0;
+}
+
+std::string age_text(double ms) {
+  char buf[32];
+  if (ms < 0) ms = 0;
+  const double s = ms / 1000.0;
+  if (s < 10) std::snprintf(buf, sizeof buf, "%.1fs", s);
+  else if (s < 120) std::snprintf(buf, sizeof buf, "%.0fs", s);
+  else if (s < 7200) std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  else std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), (static_cast<int>(s) / 60) % 60);
+  return buf;
+}
+
+std::string si(double v, const char* unit = "") {
+  char buf[32];
+  const char* suffix[] = {"", "k", "M", "G", "T"};
+  int i = 0;
+  while (std::fabs(v) >= 1000 && i < 4) {
+    v /= 1000;
+    ++i;
+  }
+  if (i == 0 && v == std::floor(v)) std::snprintf(buf, sizeof buf, "%.0f%s", v, unit);
+  else std::snprintf(buf, sizeof buf, "%.1f%s%s", v, suffix[i], unit);
+  return buf;
+}
+
+std::string iec_bytes(double v) {
+  char buf[32];
+  const char* suffix[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int i = 0;
+  while (v >= 1024 && i < 4) {
+    v /= 1024;
+    ++i;
+  }
+  if (i == 0) std::snprintf(buf, sizeof buf, "%.0f %s", v, suffix[i]);
+  else std::snprintf(buf, sizeof buf, "%.1f %s", v, suffix[i]);
+  return buf;
+}
+
+std::string schema_text(const json& ch) {
+  const std::string version = str(ch, "schema_version", "");
+  if (!version.empty()) return version;
+  auto it = ch.find("schema_hash");
+  if (it == ch.end() || !it->is_number_unsigned() || it->get<std::uint64_t>() == 0) return "-";
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, it->get<std::uint64_t>());
+  return buf;
+}
+
+std::string producer_text(const json& ch) {
+  auto it = ch.find("producer");
+  if (it == ch.end() || !it->is_object()) return "-";
+  return str(*it, "pid") + "@" + str(*it, "hostname");
+}
+
+const json& channels_of(const json& ack) {
+  auto it = ack.find("channels");
+  if (it == ack.end() || !it->is_array()) throw Error(ExitCode::failure, "malformed LIST_ACK from the broker: no channels array");
+  for (const auto& ch : *it)
+    if (!ch.is_object() || !ch.contains("channel") || !ch["channel"].is_string())
+      throw Error(ExitCode::failure, "malformed LIST_ACK from the broker: a channel entry without a name");
+  return *it;
+}
+
+bool numeric_cell(const std::string& s) {
+  if (s.empty() || s == "-") return false;
+  const char c = s[0];
+  return (c >= '0' && c <= '9') || (c == '-' && s.size() > 1);
+}
+
+// Sleeps up to `d`; returns false when a stop signal arrived.
+bool pause_for(nanoseconds d) {
+  if (stop_requested()) return false;
+  struct pollfd pfd {stop_fd(), POLLIN, 0};
+  const int ms = static_cast<int>(std::max<std::int64_t>(1, duration_cast<milliseconds>(d).count()));
+  ::poll(&pfd, pfd.fd >= 0 ? 1 : 0, ms);
+  return !stop_requested();
+}
+
+}  // namespace
+
+std::string format_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width;
+  std::vector<bool> right;
+  for (std::size_t r = 0; r < rows.size(); ++r)
+    for (std::size_t c = 0; c < rows[r].size(); ++c) {
+      if (width.size() <= c) {
+        width.push_back(0);
+        right.push_back(true);
+      }
+      width[c] = std::max(width[c], rows[r][c].size());
+      if (r > 0 && !numeric_cell(rows[r][c]) && rows[r][c] != "-") right[c] = false;
+    }
+  if (rows.size() <= 1) std::fill(right.begin(), right.end(), false);
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t c = 0; c < row.size(); ++c) {
+      const std::size_t pad = width[c] - row[c].size();
+      const bool last = c + 1 == row.size();
+      if (right[c]) line.append(pad, ' ');
+      line += row[c];
+      if (!right[c] && !last) line.append(pad, ' ');
+      if (!last) line += "  ";
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line;
+    out += '\n';
+  }
+  return out;
+}
+
+int list(const BrokerClientConfig& cfg, bool as_json, std::FILE* out) {
+  BrokerClient client(cfg);
+  if (as_json) {
+    // Pass the (validated) channel array through: 10,000 channels are several MiB.
+    const std::string text = client.request_raw("LIST_REQ", json::object());
+    const auto scan = protocol::scan_json(text);
+    const std::string_view channels = scan.member("channels"), count = scan.member("count");
+    if (channels.empty() || channels.front() != '[' || count.empty())
+      throw Error(ExitCode::failure, "malformed LIST_ACK from the broker: no channels array");
+    std::string doc;
+    doc.reserve(channels.size() + cfg.endpoint.size() + 64);
+    doc += "{\"broker\":";
+    protocol::append_json_string(doc, cfg.endpoint);
+    doc += ",\"count\":";
+    doc += count;
+    doc += ",\"channels\":";
+    doc += channels;
+    doc += "}\n";
+    emit(out, doc);
+    return 0;
+  }
+  json ack = client.request("LIST_REQ", json::object());
+  const json& channels = channels_of(ack);
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(channels.size() + 1);
+  rows.push_back({"CHANNEL", "TRANSPORT", "PATTERN", "PRODUCER", "CONSUMERS", "SCHEMA", "STATE", "AGE"});
+  for (const auto& ch : channels)
+    rows.push_back({str(ch, "channel"), str(ch, "transport"), str(ch, "pattern"), producer_text(ch),
+                    str(ch, "consumer_count", "0"), schema_text(ch), str(ch, "state"),
+                    age_text(num(ch, "last_heartbeat_age_ms"))});
+  emit(out, format_table(rows));
+  return 0;
+}
+
+int info(const BrokerClientConfig& cfg, const std::string& channel, bool as_json, std::FILE* out) {
+  validate_channel_name(channel);
+  BrokerClient client(cfg);
+  json ack = client.request("LIST_REQ", {{"channel", channel}});
+  const json& channels = channels_of(ack);
+  if (channels.empty()) throw NotFoundError("channel '" + channel + "' not found");
+  const json& ch = channels[0];
+  if (as_json) {
+    emit_json(out, ch);
+    return 0;
+  }
+  std::vector<std::vector<std::string>> kv;
+  auto add = [&](const std::string& k, const std::string& v) { kv.push_back({k + ":", v}); };
+  add("channel", str(ch, "channel"));
+  add("transport", str(ch, "transport"));
+  add("pattern", str(ch, "pattern"));
+  if (str(ch, "transport") == "shm")
+    add("shm_name", str(ch, "shm_name"));
+  else
+    add("endpoint", str(ch, "endpoint"));
+  add("schema", schema_text(ch));
+  auto sh = ch.find("schema_hash");
+  if (sh != ch.end() && sh->is_number_unsigned() && sh->get<std::uint64_t>() != 0) add("schema_hash", sh->dump());
+  add("producer", producer_text(ch));
+  add("state", str(ch, "state"));
+  add("last heartbeat", age_text(num(ch, "last_heartbeat_age_ms")) + " ago");
+  add("registered", age_text(num(ch, "age_ms")) + " ago");
+  const json metrics = ch.value("metrics", json::object());
+  const json rates = ch.value("rates", json::object());
+  add("messages", str(metrics, "messages", "0") + " (" + si(num(rates, "messages_per_s"), "/s") + ")");
+  add("bytes", str(metrics, "bytes", "0") + " (" + iec_bytes(num(rates, "bytes_per_s")) + "/s)");
+  add("gaps", str(metrics, "gaps", "0"));
+  if (auto pk = ch.find("pubkey"); pk != ch.end() && pk->is_string()) add("pubkey", pk->get<std::string>());
+  if (auto md = ch.find("metadata"); md != ch.end() && md->is_object() && !md->empty()) add("metadata", md->dump());
+  const json consumers = ch.value("consumers", json::array());
+  add("consumers", std::to_string(consumers.is_array() ? consumers.size() : 0));
+  std::string text;
+  for (const auto& row : kv) {
+    std::string k = row[0];
+    k.resize(std::max<std::size_t>(k.size(), 16), ' ');
+    text += k + row[1] + "\n";
+  }
+  if (consumers.is_array() && !consumers.empty()) {
+    std::vector<std::vector<std::string>> rows{{"  PID", "HOST", "HEARTBEAT", "MESSAGES", "BYTES", "GAPS"}};
+    for (const auto& c : consumers)
+      rows.push_back({"  " + str(c, "pid"), str(c, "hostname"), age_text(num(c, "last_heartbeat_age_ms")),
+                      str(c, "messages", "0"), str(c, "bytes", "0"), str(c, "gaps", "0")});
+    text += format_table(rows);
+  }
+  emit(out, text);
+  return 0;
+}
+
+int ping(const BrokerClientConfig& cfg, bool as_json, std::FILE* out) {
+  BrokerClient client(cfg);
+  const auto t0 = steady_clock::now();
+  json ack = client.request("PING_REQ", json::object());
+  const double rtt_ms = duration<double, std::milli>(steady_clock::now() - t0).count();
+  ack.erase("corr");
+  ack.erase("status");
+  ack["rtt_ms"] = rtt_ms;
+  if (as_json) {
+    ack["broker"] = cfg.endpoint;
+    emit_json(out, ack);
+    return 0;
+  }
+  char rtt[32];
+  std::snprintf(rtt, sizeof rtt, "%.2f ms", rtt_ms);
+  emit(out, "broker " + cfg.endpoint + ": ok (plh-broker " + str(ack, "version", "?") + ", up " +
+                age_text(num(ack, "uptime_s") * 1000) + ", " + str(ack, "channels", "0") + " channels, " +
+                str(ack, "consumers", "0") + " consumers, rtt " + rtt + ")\n");
+  return 0;
+}
+
+int wait(const BrokerClientConfig& cfg, const std::string& channel, std::optional<nanoseconds> timeout, bool as_json,
+         std::FILE* out) {
+  validate_channel_name(channel);
+  install_stop_handlers();
+  BrokerClient client(cfg);
+  const auto deadline = timeout ? std::optional(steady_clock::now() + *timeout) : std::nullopt;
+  for (;;) {
+    try {
+      json ack = client.discover(channel);
+      if (as_json) {
+        ack.erase("corr");
+        ack.erase("status");
+        emit_json(out, ack);
+      }
+      return 0;
+    } catch (const NotFoundError&) {
+    }
+    if (deadline && steady_clock::now() >= *deadline) {
+      const double secs = duration<double>(*timeout).count();
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%g", secs);
+      throw TimeoutError("channel '" + channel + "' did not appear within " + buf + "s");
+    }
+    nanoseconds step = milliseconds(25);
+    if (deadline) step = std::min<nanoseconds>(step, *deadline - steady_clock::now());
+    if (!pause_for(std::max<nanoseconds>(step, milliseconds(1)))) return exit_code_for_stop();
+  }
+}
+
+int close(const BrokerClientConfig& cfg, const std::string& channel, const std::optional<std::string>& admin_token,
+          bool as_json, std::FILE* out) {
+  validate_channel_name(channel);
+  BrokerClient client(cfg);
+  json body = {{"channel", channel}};
+  if (admin_token) body["admin_token"] = *admin_token;
+  json ack = client.request("CLOSE_REQ", body);
+  if (as_json) {
+    ack.erase("corr");
+    ack.erase("status");
+    emit_json(out, ack);
+  }
+  return 0;
+}
+
+int keygen(const std::optional<std::string>& prefix, bool force, bool as_json, std::FILE* out) {
+  const CurveKeypair kp = generate_curve_keypair();
+  if (prefix) {
+    if (prefix->empty()) throw UsageError("--out needs a file prefix");
+    const auto paths = write_curve_keypair(*prefix, kp, force);
+    if (as_json)
+      emit_json(out, {{"public_key", kp.public_key}, {"secret_key_file", paths[0]}, {"public_key_file", paths[1]}});
+    else
+      emit(out, kp.public_key + "\n");
+    return 0;
+  }
+  if (as_json)
+    emit_json(out, {{"public_key", kp.public_key}, {"secret_key", kp.secret_key}});
+  else
+    emit(out, "public_key " + kp.public_key + "\nsecret_key " + kp.secret_key + "\n");
+  return 0;
+}
+
+int stats(const BrokerClientConfig& cfg, const std::optional<std::string>& channel, bool watch, nanoseconds interval,
+          bool as_json, std::FILE* out) {
+  if (channel) validate_channel_name(*channel);
+  if (watch) install_stop_handlers();
+  BrokerClient client(cfg);
+  const bool tty = ::isatty(::fileno(out)) == 1;
+  for (bool first = true;; first = false) {
+    json ack = client.request("LIST_REQ", channel ? json{{"channel", *channel}} : json::object());
+    const json& channels = channels_of(ack);
+    if (as_json) {
+      json doc = {{"time_ns", realtime_ns()}, {"channels", json::array()}};
+      for (const auto& ch : channels)
+        doc["channels"].push_back({{"channel", ch["channel"]},
+                                   {"consumer_count", count_of(ch, "consumer_count")},
+                                   {"metrics", ch.value("metrics", json::object())},
+                                   {"rates", ch.value("rates", json::object())}});
+      emit_json(out, doc);
+    } else {
+      std::vector<std::vector<std::string>> rows{
+          {"CHANNEL", "MSG/S", "BYTES/S", "MESSAGES", "BYTES", "GAPS", "CONSUMERS"}};
+      for (const auto& ch : channels) {
+        const json m = ch.value("metrics", json::object()), r = ch.value("rates", json::object());
+        rows.push_back({str(ch, "channel"), si(num(r, "messages_per_s")), iec_bytes(num(r, "bytes_per_s")),
+                        str(m, "messages", "0"), iec_bytes(num(m, "bytes")), str(m, "gaps", "0"),
+                        str(ch, "consumer_count", "0")});
+      }
+      std::string text = format_table(rows);
+      if (watch) text = (tty ? std::string("\033[H\033[2J") : std::string(first ? "" : "\n")) + text;
+      emit(out, text);
+    }
+    if (!watch) return 0;
+    if (!pause_for(interval)) return exit_code_for_stop();
+  }
+}
+
+}  // namespace plh::ctl
