@@ -199,3 +199,34 @@ TEST_CASE("pipeline: work nobody confirms is reported by undelivered()", "[pipel
   pub.end_of_stream(4);
   CHECK(pub.undelivered().find("not confirmed") != std::string::npos);
 }
+
+TEST_CASE("pipeline: a worker busy with work in hand still hears keepalives from an idle publisher", "[pipeline]") {
+  // Data-plane liveness: a worker judges the publisher by its data connection too, so a
+  // broker<->publisher partition does not end it. The worker takes one job and holds it
+  // (never confirms); the publisher has nothing more to send.
+  PublisherConfig cfg = pipeline_cfg();
+  cfg.keepalive = 100ms;
+  Publisher pub(cfg);
+  Subscriber worker(worker_cfg(pub.endpoint()));
+  REQUIRE(pub.wait_for_consumers(1, in(10s)));
+  std::atomic<bool> got_job{false}, done{false};
+  std::thread t([&] {
+    const auto deadline = in(10s);
+    while (std::chrono::steady_clock::now() < deadline && worker.stats().keepalives < 3) {
+      if (const auto* f = worker.try_receive()) {
+        if (!f->messages.empty()) got_job = true;
+        continue;
+      }
+      worker.wait(50ms);
+    }
+    done = true;
+  });
+  REQUIRE(pub.send(batch(1, 1)));
+  // Idle: wait_for_consumers polls the worker socket and sends keepalives while it waits.
+  const auto until = in(10s);
+  while (!done && std::chrono::steady_clock::now() < until) pub.wait_for_consumers(2, in(100ms));
+  t.join();
+  CHECK(got_job);
+  CHECK(worker.stats().keepalives >= 3);
+  CHECK(worker.stats().messages == 1);
+}

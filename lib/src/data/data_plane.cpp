@@ -257,6 +257,7 @@ Publisher::Publisher(PublisherConfig cfg) : cfg_(std::move(cfg)) {
       pc.hwm = cfg_.hwm;
       pc.linger = cfg_.linger;
       pc.stream = cfg_.stream;
+      pc.keepalive = cfg_.keepalive;
       pipeline_ = std::make_unique<PipelinePublisher>(ctx_, sock_, pc);
     }
     if (zmq_bind(sock_, cfg_.bind.c_str()) != 0) {
@@ -358,12 +359,13 @@ bool Publisher::send(std::string_view frame, WakeFds wake) {
 }
 
 int Publisher::keepalive_due_ms() const {
-  // pipeline: no keepalives yet (a ROUTER frame needs a worker's routing id; see pipeline.hpp)
-  if (cfg_.keepalive.count() <= 0 || pipeline_) return 1'000'000;
+  if (pipeline_) return pipeline_->keepalive_due_ms();  // one per worker (plh/pipeline.hpp)
+  if (cfg_.keepalive.count() <= 0) return 1'000'000;
   return remaining_ms(last_send_ + cfg_.keepalive);
 }
 
 void Publisher::keepalive(std::uint64_t next_seq) {
+  if (pipeline_) return pipeline_->keepalive();
   if (keepalive_due_ms() > 0) return;
   last_send_ = std::chrono::steady_clock::now();
   const std::string ka = wire::encode_keepalive(next_seq, realtime_ns(), cfg_.stream);

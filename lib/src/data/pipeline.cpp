@@ -163,6 +163,7 @@ struct PipelinePublisher::Worker {
   std::deque<Span> queue;        // its share, not sent yet
   std::deque<Span> unacked;      // sent, not confirmed (in order)
   clock::time_point had_credit;  // last time it had room
+  clock::time_point last_sent;   // last frame (data or keepalive) sent to it
   bool gone = false, eos_sent = false;
   std::uint64_t available() const {
     const std::uint64_t out = sent - confirmed;
@@ -377,8 +378,33 @@ bool PipelinePublisher::send_span(Worker& w, Span& span, std::uint64_t max_messa
   span.begin += n;
   w.sent += n;
   ++frames_sent_;
-  last_progress_ = clock::now();
+  last_progress_ = w.last_sent = clock::now();
   return true;
+}
+
+void PipelinePublisher::send_keepalive(Worker& w, clock::time_point now) {
+  w.last_sent = now;  // also when it fails: its queue is full (it gets data) or it is gone
+  const std::string ka = wire::encode_keepalive(taken_, realtime_ns(), cfg_.stream);
+  if (zmq_send(router_, w.id.data(), w.id.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+    if (zmq_errno() != EAGAIN) w.gone = true;
+    return;
+  }
+  if (zmq_send(router_, ka.data(), ka.size(), ZMQ_DONTWAIT) < 0) throw_zmq_error("cannot send");
+}
+
+void PipelinePublisher::keepalive() {
+  if (cfg_.keepalive.count() <= 0) return;
+  const auto now = clock::now();
+  for (auto& w : workers_)
+    if (!w->gone && now - w->last_sent >= cfg_.keepalive) send_keepalive(*w, now);
+}
+
+int PipelinePublisher::keepalive_due_ms() const {
+  long due = 1'000'000;
+  if (cfg_.keepalive.count() <= 0) return static_cast<int>(due);
+  for (const auto& w : workers_)
+    if (!w->gone) due = std::min<long>(due, ms_until(w->last_sent + cfg_.keepalive));
+  return static_cast<int>(due);
 }
 
 void PipelinePublisher::pump() {
@@ -439,6 +465,8 @@ bool PipelinePublisher::wait_events(const WakeFds& wake, long max_ms) {
   // The next time a worker without credit becomes stalled while others could take its share.
   for (const auto& w : workers_)
     if (!w->queue.empty() && w->available() == 0) cap(std::max<long>(1, ms_until(w->had_credit + cfg_.steal_after) + 1));
+  keepalive();
+  if (cfg_.keepalive.count() > 0 && !workers_.empty()) cap(keepalive_due_ms() + 1);
   return !poll_for(router_, monitor_, wake, timeout).second;
 }
 

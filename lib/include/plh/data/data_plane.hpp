@@ -112,7 +112,7 @@ class Publisher {
 
   // Milliseconds until a keepalive is due (0: now).
   int keepalive_due_ms() const;
-  // Sends a keepalive (seq next_seq) when one is due (pubsub; a pipeline sends none yet).
+  // Sends a keepalive (seq next_seq) when one is due (pipeline: to each idle worker).
   void keepalive(std::uint64_t next_seq);
 
   // End-of-stream marker with seq next_seq (see above). Waits at most linger. A plh-sub

@@ -102,6 +102,7 @@ struct PipelinePublisherConfig {
   std::chrono::milliseconds linger{5000};       // end_of_stream: bound on time without progress
   std::chrono::milliseconds steal_after{250};   // a worker without credit this long is stalled
   std::uint32_t stream = 0;                     // stream id in every frame sent (plh/wire.hpp)
+  std::chrono::milliseconds keepalive{1000};    // a worker sent nothing this long gets a keepalive (0: none)
 };
 
 class PipelinePublisher {
@@ -135,6 +136,14 @@ class PipelinePublisher {
   std::uint64_t frames_sent() const { return frames_sent_; }
   std::uint64_t resent() const { return resent_; }
 
+  // Data-plane liveness: a keepalive frame (plh/wire.hpp) to each worker that was sent
+  // nothing for cfg.keepalive — also while it is busy with work in hand, so a worker
+  // judges the publisher by its data connection, not only by the broker. send(),
+  // end_of_stream() and wait_for_workers() send them while they wait; a caller idle
+  // between inputs calls keepalive() when keepalive_due_ms() reaches 0.
+  void keepalive();
+  int keepalive_due_ms() const;  // 1'000'000 when no worker needs one
+
  private:
   struct Input {  // one frame taken by send(), decoded; spans point into it
     std::string bytes;
@@ -165,6 +174,7 @@ class PipelinePublisher {
   // Polls the sockets and the wake fds until something may have changed or the next
   // steal is due, at most `max_ms`. Returns false when a wake fd is readable.
   bool wait_events(const WakeFds& wake, long max_ms);
+  void send_keepalive(Worker& w, clock::time_point now);
 
   PipelinePublisherConfig cfg_;
   void* router_;
