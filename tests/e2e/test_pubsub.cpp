@@ -622,6 +622,17 @@ TEST_CASE("plh-sub --connect to an endpoint nothing listens on: exit 1 within --
                    "connection refused") == 0);
 }
 
+TEST_CASE("plh-sub --connect to a host name that does not resolve: exit 1 with a lookup error, not 'refused'",
+          "[e2e][pubsub]") {
+  // .invalid never resolves (RFC 2606); libzmq reports it as a retried connect.
+  auto r = run({PLH_SUB_BIN, "--connect", "tcp://no-such-host.invalid:5555", "--connect-timeout", "1s", "-W", "30"},
+               "", 40s);
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("plh-sub: error: cannot connect to the publisher at tcp://no-such-host.invalid:5555 within "
+                   "--connect-timeout 1s: cannot resolve host 'no-such-host.invalid': ") == 0);
+}
+
 TEST_CASE("a subscriber that reached another stream at the registered address is exit 1, nothing on stdout",
           "[e2e][pubsub]") {
   auto broker = fast_broker();

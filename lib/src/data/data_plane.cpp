@@ -203,6 +203,21 @@ std::string endpoint_host(const std::string& endpoint) {
   return host;
 }
 
+std::string endpoint_lookup_error(const std::string& endpoint) {
+  const std::string host = endpoint_host(endpoint);
+  if (host.empty() || host == "*") return "";
+  in6_addr a6{};
+  in_addr a4{};
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1) return "";
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (res) freeaddrinfo(res);
+  if (rc == 0) return "";
+  return rc == EAI_SYSTEM ? errno_text(errno) : gai_strerror(rc);
+}
+
 bool endpoint_is_local(const std::string& endpoint) {
   if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
   const std::string host = endpoint_host(endpoint);

@@ -382,6 +382,10 @@ std::string unreachable_hint(const Attachment& a, const ConnectionState& c, bool
   if (!direct && endpoint_is_local(ep) && !a.producer_host.empty() && a.producer_host != hostname())
     return "the publisher on " + printable(a.producer_host, 64) +
            " registered a loopback address; run plh-pub with --advertise HOST or --bind 'tcp://*:0'";
+  if (c.tcp_connects == 0)
+    if (const std::string why = endpoint_lookup_error(ep); !why.empty())
+      return "cannot resolve host '" + printable(endpoint_host(ep), 64) + "': " + why +
+             (direct ? "" : " (run plh-pub with --advertise ADDRESS to register an address, not a name)");
   if (c.handshake_failures > 0)
     return "a connection was made but the handshake failed: not a plh publisher, or a CURVE key mismatch";
   if (c.tcp_connects > 0) return "a connection was made but the handshake did not complete: not a plh publisher?";

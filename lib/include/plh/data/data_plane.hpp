@@ -73,6 +73,9 @@ std::string advertised_endpoint(const std::string& bound, const std::string& adv
 bool endpoint_is_local(const std::string& endpoint);
 // tcp://HOST:PORT → HOST (brackets removed); "" for other transports.
 std::string endpoint_host(const std::string& endpoint);
+// Why the host of a tcp:// endpoint does not resolve (getaddrinfo's message), or "" when
+// it resolves, is an address literal, or the endpoint is not tcp://.
+std::string endpoint_lookup_error(const std::string& endpoint);
 
 // What end_of_stream found.
 struct EndOfStreamResult {
