@@ -53,6 +53,19 @@ TEST_CASE("plh-ctl --version names libplh and libzmq", "[cli][ctl]") {
   CHECK(r.out.find("libzmq") != std::string::npos);
 }
 
+TEST_CASE("plh-ctl --version names the git revision it was built from, the build type and CURVE", "[cli][ctl]") {
+  auto r = run({PLH_CTL_BIN, "--version"});
+  REQUIRE(r.code == 0);
+  const auto git = r.out.find(", git ");
+  REQUIRE(git != std::string::npos);
+  const std::string rev = r.out.substr(git + 6, r.out.find(',', git + 6) - git - 6);
+  auto head = run({"/usr/bin/git", "-C", PLH_SOURCE_DIR, "rev-parse", "--short=12", "HEAD"});
+  if (head.code == 0) CHECK(rev.rfind(head.out.substr(0, 12), 0) == 0);  // "1a2b3c4d5e6f" or "...-dirty"
+  else CHECK(rev == "unknown");
+  CHECK(r.out.find(CMAKE_BUILD_TYPE_TEXT) != std::string::npos);
+  CHECK(r.out.find("CURVE)") != std::string::npos);
+}
+
 TEST_CASE("plh-ctl keygen writes a 0600 secret and a public key", "[cli][ctl]") {
   TempDir dir;
   const std::string prefix = dir.file("k");

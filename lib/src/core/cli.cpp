@@ -122,8 +122,11 @@ std::optional<std::string> resolve_broker_key(const BrokerOptions& opts) {
 std::string version_string(std::string_view tool) {
   int major = 0, minor = 0, patch = 0;
   zmq_version(&major, &minor, &patch);
-  return std::string(tool) + " " PLH_VERSION_STRING " (libplh " PLH_VERSION_STRING ", libzmq " +
-         std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch) + ")";
+  // "plh-pub 0.1.0 (libplh 0.1.0, git 1a2b3c4d5e6f, RelWithDebInfo; libzmq 4.3.4, CURVE)"
+  return std::string(tool) + " " PLH_VERSION_STRING " (libplh " PLH_VERSION_STRING ", git " PLH_GIT_REVISION
+         ", " PLH_BUILD_OPTIONS "; libzmq " +
+         std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch) +
+         (zmq_has("curve") ? ", CURVE" : ", no CURVE") + ")";
 }
 
 namespace {
