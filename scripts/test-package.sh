@@ -31,6 +31,8 @@ done
 MANPAGER=cat man plh-pub 2>/dev/null | grep -q "plh-pub" || { echo "package test: man plh-pub shows nothing" >&2; exit 1; }
 grep -q '^ExecStart=/usr/bin/plh-broker ' /lib/systemd/system/plh-broker.service ||
   { echo "package test: no plh-broker.service with ExecStart=/usr/bin/plh-broker" >&2; exit 1; }
+[ -f /usr/share/bash-completion/completions/plh-sub ] && [ -f /usr/share/zsh/vendor-completions/_plh-sub ] ||
+  { echo "package test: shell completion for plh-sub not installed" >&2; exit 1; }
 [ -f /etc/default/plh-broker ] || { echo "package test: /etc/default/plh-broker missing" >&2; exit 1; }
 getent passwd plh >/dev/null || { echo "package test: user plh not created" >&2; exit 1; }
 if [ -d /run/systemd/system ] && command -v systemd-analyze >/dev/null; then systemd-analyze verify /lib/systemd/system/plh-broker.service; fi

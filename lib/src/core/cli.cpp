@@ -17,6 +17,7 @@
 #include <fstream>
 
 #include "plh/core/error.hpp"
+#include "plh/core/completion.hpp"
 #include "plh/version.hpp"
 
 namespace plh::cli {
@@ -169,6 +170,11 @@ int run(std::string_view tool, std::string_view description, int argc, char** ar
     app.set_version_flag("--version", version_string(tool));
     app.option_defaults()->always_capture_default();
     std::function<int()> body = define(app);
+    if (argc == 3 && std::strcmp(argv[1], "--completion") == 0) {  // plh(7) "SHELL COMPLETION"
+      const std::string script = completion_script(app, tool, argv[2]);
+      std::fwrite(script.data(), 1, script.size(), stdout);
+      return std::fflush(stdout) == 0 ? 0 : static_cast<int>(ExitCode::failure);
+    }
     try {
       app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
