@@ -172,6 +172,7 @@ struct plh_subscriber {
   const plh::wire::DecodedFrame* frame = nullptr;
   std::size_t next = 0;  // index of the next message in frame
   std::uint64_t delivered = 0;
+  std::uint64_t gaps = 0;  // at the end of stream
   bool ended = false;
 };
 
@@ -555,7 +556,7 @@ int plh_subscriber_recv(plh_subscriber* s, int64_t timeout_ms, plh_message* msg)
     for (;;) {
       if (s->ended) {
         msg->ended = 1;
-        msg->gaps = s->sub->stats().gaps;
+        msg->gaps = s->gaps;
         return PLH_OK;
       }
       if (s->frame && s->next < s->frame->messages.size()) {
@@ -575,7 +576,19 @@ int plh_subscriber_recv(plh_subscriber* s, int64_t timeout_ms, plh_message* msg)
       s->frame = s->sub->try_receive();
       s->next = 0;
       if (s->frame) {
-        if (s->frame->header.end_of_stream()) s->ended = true;
+        if (s->frame->header.end_of_stream()) {
+          // Hanging up after the marker is how a consumer confirms the end to the
+          // publisher (which waits for that before it exits, like for plh-sub).
+          s->ended = true;
+          s->gaps = s->sub->stats().gaps;
+          s->frame = nullptr;
+          s->sub.reset();
+          try {
+            s->client->deregister_consumer(s->channel);
+          } catch (const plh::Error&) {
+            // the broker may be gone already; the registration then times out there
+          }
+        }
         continue;
       }
       (void)s->sub->connection();
@@ -591,10 +604,12 @@ int plh_subscriber_recv(plh_subscriber* s, int64_t timeout_ms, plh_message* msg)
 int plh_subscriber_close(plh_subscriber* s) {
   if (!s) return PLH_OK;
   return guarded([&]() -> int {
-    try {
-      s->client->deregister_consumer(s->channel);
-    } catch (const plh::Error&) {
-      // The broker may be gone; the registration times out there.
+    if (!s->ended) {
+      try {
+        s->client->deregister_consumer(s->channel);
+      } catch (const plh::Error&) {
+        // The broker may be gone; the registration times out there.
+      }
     }
     delete s;
     return PLH_OK;
