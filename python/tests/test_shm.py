@@ -152,23 +152,33 @@ def test_a_segment_that_is_not_plh(name):
 
 def test_read_releases_the_gil(name):
     with plh.ShmWriter(name, slots=4, slot_size=64) as w, plh.ShmReader(name) as r:
-        ticks = []
+        ticks = [0]
         stop = threading.Event()
 
         def spin():
             while not stop.is_set():
-                ticks.append(1)
-                time.sleep(0.001)
+                ticks[0] += 1
 
+        # One C call waits the whole 0.5 s (no slicing): with the GIL held the other
+        # thread would not advance at all meanwhile.
+        old_slice, plh._SLICE_MS = plh._SLICE_MS, 500
         t = threading.Thread(target=spin)
         t.start()
-        before = len(ticks)
-        with pytest.raises(plh.Timeout):
-            r.read(timeout=0.5)
-        during = len(ticks) - before
-        stop.set()
-        t.join()
-        assert during > 50, f"the other thread ran {during} times during a 0.5 s read"
+        try:
+            time.sleep(0.05)
+            t0, n0 = time.monotonic(), ticks[0]
+            time.sleep(0.2)  # the spinner's rate while this thread sleeps (GIL free)
+            rate = (ticks[0] - n0) / (time.monotonic() - t0)
+            before = ticks[0]
+            with pytest.raises(plh.Timeout):
+                r.read(timeout=0.5)
+            during = ticks[0] - before
+        finally:
+            plh._SLICE_MS = old_slice
+            stop.set()
+            t.join()
+        # Held GIL: the spinner runs only around the call (~5% of the time, measured).
+        assert during > 0.3 * rate * 0.5, f"the other thread ran {during} loops during a 0.5 s read ({rate:.0f}/s when free)"
 
         # a read waiting in one thread gets a slot written from another
         def later():
