@@ -144,6 +144,13 @@ _b_list = _fn("plh_broker_list", _cp, _P(_vp))
 _b_info = _fn("plh_broker_info", _cp, _cp, _P(_vp))
 
 
+# A read-only memoryview of foreign memory without building a ctypes array type per call.
+_view_from_memory = ctypes.pythonapi.PyMemoryView_FromMemory
+_view_from_memory.restype = ctypes.py_object
+_view_from_memory.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
+_PyBUF_READ, _PyBUF_WRITE = 0x100, 0x200
+
+
 def _raise(rc: int) -> None:
     msg = (_lib.plh_last_error() or b"").decode("utf-8", "replace") or f"plh error {rc}"
     raise _BY_CODE.get(rc, Error)(msg, rc)
@@ -403,7 +410,7 @@ class Slot:
 
     def __init__(self, c: _CSlot, reader: "ShmReader"):
         self.seq, self.ts_ns, self.size, self.type_hash = c.seq, c.ts_ns, c.size, c.type_hash
-        self.dims = tuple(c.dims)
+        self.dims = tuple(c.dims[:])
         self.flags = c.flags
         self._addr = c.data or 0
         self._reader = reader
@@ -419,7 +426,7 @@ class Slot:
         self._valid()
         if self.size == 0:
             return memoryview(b"")
-        return memoryview((ctypes.c_char * self.size).from_address(self._addr)).cast("B").toreadonly()
+        return _view_from_memory(self._addr, self.size, _PyBUF_READ)
 
     def array(self, dtype: Any = None, shape: Optional[Sequence[int]] = None):
         """A read-only numpy view (zero copy) with the dtype/shape from type_hash/dims, or the
@@ -487,6 +494,13 @@ class Slot:
 
 
 _SLOT_DTYPE = None
+_bytearray_addr = ctypes.pythonapi.PyByteArray_AsString
+_bytearray_addr.restype = ctypes.c_void_p
+_bytearray_addr.argtypes = [ctypes.py_object]
+
+
+def _addr_of_bytearray(b: bytearray) -> int:
+    return _bytearray_addr(b)
 
 
 def _slot_dtype():
@@ -505,12 +519,10 @@ class Batch:
     """Slots copied by ShmReader.read_many: .seq .ts_ns .size .type_hash .offset (numpy arrays,
     or lists without numpy) into .buffer; len(), indexing (bytes), iteration."""
 
-    def __init__(self, buffer: bytearray, cslots, n: int):
-        self.buffer = memoryview(buffer)[: sum(cslots[i].size for i in range(n))] if n else memoryview(b"")
-        base = ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer)) if n else 0
+    def __init__(self, buffer: bytearray, base: int, cslots, n: int):
+        self.buffer = memoryview(buffer)
         if _np is not None and n:
-            raw = (ctypes.c_char * ctypes.sizeof(cslots)).from_buffer(cslots)
-            arr = _np.frombuffer(raw, dtype=_slot_dtype())[:n]
+            arr = _np.frombuffer(cslots, dtype=_slot_dtype(), count=n)
             self.seq = arr["seq"].copy()
             self.ts_ns = arr["ts_ns"].copy()
             self.size = arr["size"].copy()
@@ -559,6 +571,9 @@ class ShmReader:
         self.slots, self.slot_size = s.value, z.value
         self._gen = 0
         self._cslot = _CSlot()
+        self._cslot_ref = ctypes.byref(self._cslot)
+        self._intact = _c_int(1)
+        self._intact_ref = ctypes.byref(self._intact)
         self._ended = False
         self._many = None
 
@@ -572,7 +587,14 @@ class ShmReader:
         h = self._handle()
         self._gen += 1
         c = self._cslot
-        _check(_wait_loop(lambda ms: _r_acquire(h, ms, ctypes.byref(c)), timeout))
+        # Fast path: one C call when a slot is already there (or the wait fits a slice).
+        first = _SLICE_MS if timeout is None else max(0, min(_SLICE_MS, int(timeout * 1000)))
+        rc = _r_acquire(h, first, self._cslot_ref)
+        if rc == 3 and (timeout is None or timeout * 1000 > first):
+            rc = _wait_loop(lambda ms: _r_acquire(h, ms, self._cslot_ref),
+                            None if timeout is None else timeout - first / 1000)
+        if rc:
+            _raise(rc)
         if c.ended:
             self._ended = True
             return None
@@ -588,24 +610,25 @@ class ShmReader:
         if self._many is None or self._many[0] < n:
             self._many = (n, (_CSlot * n)())
         cslots = self._many[1]
-        buf = bytearray(n * self.slot_size)
-        cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
+        size = n * self.slot_size
+        buf = bytearray(size)
+        base = _addr_of_bytearray(buf)
         got, ended = _c_size(), _c_int()
-        _check(_wait_loop(lambda ms: _r_read_many(h, ms, cbuf, len(buf), cslots, n, ctypes.byref(got),
+        _check(_wait_loop(lambda ms: _r_read_many(h, ms, base, size, cslots, n, ctypes.byref(got),
                                                   ctypes.byref(ended)), timeout))
         if ended.value:
             self._ended = True
-        del cbuf
-        return Batch(buf, cslots, got.value)
+        return Batch(buf, base, cslots, got.value)
 
     def _release_slot(self, slot: Slot) -> bool:
         h = self._handle()
         if slot._gen != self._gen:
             raise UsageError("the slot was already released")
         self._gen += 1
-        intact = _c_int(1)
-        _check(_r_release(h, ctypes.byref(intact)))
-        return bool(intact.value)
+        rc = _r_release(h, self._intact_ref)
+        if rc:
+            _raise(rc)
+        return bool(self._intact.value)
 
     def release(self) -> bool:
         """Releases the slot read last (if any)."""
