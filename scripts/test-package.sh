@@ -33,6 +33,9 @@ grep -q '^ExecStart=/usr/bin/plh-broker ' /lib/systemd/system/plh-broker.service
   { echo "package test: no plh-broker.service with ExecStart=/usr/bin/plh-broker" >&2; exit 1; }
 [ -f /usr/share/bash-completion/completions/plh-sub ] && [ -f /usr/share/zsh/vendor-completions/_plh-sub ] ||
   { echo "package test: shell completion for plh-sub not installed" >&2; exit 1; }
+/usr/bin/python3 -c 'import plh' || { echo "package test: python3 cannot import plh" >&2; exit 1; }
+pkg-config --exists plh 2>/dev/null || [ -f /usr/lib/x86_64-linux-gnu/pkgconfig/plh.pc ] || [ -f /usr/lib/pkgconfig/plh.pc ] ||
+  { echo "package test: plh.pc not installed" >&2; exit 1; }
 [ -f /etc/default/plh-broker ] || { echo "package test: /etc/default/plh-broker missing" >&2; exit 1; }
 getent passwd plh >/dev/null || { echo "package test: user plh not created" >&2; exit 1; }
 if [ -d /run/systemd/system ] && command -v systemd-analyze >/dev/null; then systemd-analyze verify /lib/systemd/system/plh-broker.service; fi

@@ -1,0 +1,95 @@
+"""plh.Publisher / plh.Subscriber / plh.broker against a real plh-broker and the tools."""
+import subprocess
+import threading
+
+import pytest
+
+import plh
+
+
+def test_broker_queries(broker_endpoint, name):
+    b = plh.broker(broker_endpoint)
+    assert isinstance(b.ping(), dict)
+    with pytest.raises(plh.NotFound):
+        b.info(name)
+    with plh.Publisher(name, broker=broker_endpoint, schema="cam@1"):
+        info = b.info(name)
+        assert isinstance(info, dict) and name in str(info)
+        assert name in str(b.list())
+    with pytest.raises(plh.BrokerUnreachable) as e:
+        plh.broker("tcp://127.0.0.1:1").ping()
+    assert e.value.code == 5
+
+
+def test_python_publisher_to_python_subscriber(broker_endpoint, name):
+    pub = plh.Publisher(name, broker=broker_endpoint)
+    got = []
+
+    def consume():
+        with plh.Subscriber(name, wait=True, broker=broker_endpoint, wait_timeout=10) as sub:
+            got.extend(sub)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    pub.wait_subscribers(1, timeout=10)
+    for i in range(500):
+        assert pub.send(b"msg %d" % i) == i + 1
+    pub.close()
+    t.join(30)
+    assert [m.data for m in got] == [b"msg %d" % i for i in range(500)]
+    assert [m.seq for m in got] == list(range(1, 501))
+    assert all(m.ts_ns > 0 and m.gaps == 0 for m in got)
+
+
+def test_plh_pub_to_python_subscriber(broker_endpoint, name, bin_path):
+    data = b"".join(b"line %d\n" % i for i in range(1000))
+    pub = subprocess.Popen([bin_path("plh-pub"), name, "--broker", broker_endpoint, "-w", "1", "-W", "20s"],
+                           stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    sub = plh.Subscriber(name, wait=True, broker=broker_endpoint, wait_timeout=10)
+    got = []
+    t = threading.Thread(target=lambda: got.extend(m.data for m in sub))
+    t.start()  # consuming while plh-pub runs: it waits for the end to be confirmed
+    _, err = pub.communicate(data, timeout=30)
+    t.join(30)
+    assert pub.returncode == 0, err
+    assert got == [b"line %d" % i for i in range(1000)]
+    assert sub.gaps == 0
+    sub.close()
+
+
+def test_python_publisher_to_plh_sub(broker_endpoint, name, bin_path):
+    pub = plh.Publisher(name, broker=broker_endpoint)
+    sub = subprocess.Popen([bin_path("plh-sub"), name, "--broker", broker_endpoint, "-W", "20s"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pub.wait_subscribers(1, timeout=10)
+    for i in range(1000):
+        pub.send(b"line %d" % i)
+    pub.close()
+    out, err = sub.communicate(timeout=30)
+    assert sub.returncode == 0, err
+    assert out == b"".join(b"line %d\n" % i for i in range(1000))
+
+
+def test_bad_input(broker_endpoint, name):
+    with pytest.raises(plh.NotFound):
+        plh.Subscriber(name, broker=broker_endpoint)
+    with pytest.raises(plh.Timeout):
+        plh.Subscriber(name, wait=True, broker=broker_endpoint, wait_timeout=0.2)
+    with pytest.raises(plh.UsageError):
+        plh.Publisher("bad channel!", broker=broker_endpoint)
+    with pytest.raises(plh.UsageError):
+        plh.Publisher(name, pattern="pipeline", broker=broker_endpoint)
+    with pytest.raises(plh.BrokerUnreachable):
+        plh.Publisher(name, broker="tcp://127.0.0.1:1")
+    p = plh.Publisher(name, broker=broker_endpoint)
+    with pytest.raises(plh.Error):
+        plh.Publisher(name, broker=broker_endpoint)  # the channel has a producer
+    s = plh.Subscriber(name, broker=broker_endpoint)
+    with pytest.raises(plh.Timeout):
+        s.recv(timeout=0.1)
+    p.close()
+    with pytest.raises(plh.UsageError):
+        p.send(b"x")  # closed
+    s.close()
+    with pytest.raises(plh.UsageError):
+        s.recv()
