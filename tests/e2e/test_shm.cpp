@@ -568,3 +568,20 @@ TEST_CASE("shm sequential: a reader killed with SIGKILL and restarted is told wh
   writer.close_stdin();
   CHECK(writer.wait(10s).code == 0);
 }
+
+TEST_CASE("shm: read --stats prints its counters also when it exits 1 because the writer is gone", "[shm][e2e][stats]") {
+  // Issue 13 bug 6: the stats line used to be printed only on the exit-0/3 paths.
+  TestSegment seg;
+  REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "8", "--slot-size", "64", "--policy", "sync"}).code == 0);
+  Child reader = Child::spawn({kShm, "read", seg.name, "--heartbeat-timeout", "1s", "--line-buffered", "--stats"});
+  REQUIRE(plh::test::eventually([&] { return readers_of(seg.name) == 1; }));
+  Child writer = Child::spawn({kShm, "write", seg.name, "--no-batch"});
+  writer.write_stdin("a\n");
+  CHECK(reader.read_line(10s) == std::optional<std::string>("a"));
+  writer.kill(SIGKILL);
+  writer.wait(5s);
+  const auto res = reader.wait(10s);
+  CHECK(res.code == 1);
+  CHECK_THAT(res.err, Catch::Contains("plh-shm: stats: messages=1 "));
+  CHECK_THAT(res.err, Catch::Contains("is gone"));
+}

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
       [&](CLI::App& app) -> std::function<int()> {
         plh::cli::add_log_options(app, log);
         app.require_subcommand(1);
+        app.fallthrough();  // -v, -q, --log-* also after the subcommand (`plh-shm write x -v`)
 
         auto* create = app.add_subcommand("create", "Create a segment /plh.NAME");
         create->add_option("NAME", name, "Segment name (channel-name grammar)")->required();
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
         auto* read = app.add_subcommand("read", "slots -> stdout");
         read->add_option("NAME", ra.name, "Segment name")->required();
         read->add_option("-f,--format", ra.format, "Output framing: line, zero, len, raw, json");
-        read->add_option("-n,--count", ra.count, "Exit 0 after N messages");
+        read->add_option("-n,--count", ra.count, "Exit 0 after N messages")->check(plh::cli::positive());
         read->add_option("-W,--timeout", ra.timeout, "Exit 3 if not done by then (e.g. 5s)");
         read->add_option("--from", ra.from, "Start at the oldest slot still held or the latest")
             ->check(CLI::IsMember({"oldest", "latest"}));

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +30,24 @@ void add_log_options(CLI::App& app, LogOptions& opts) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_option("--log-format", opts.format, "Log format on stderr: text or json")
       ->check(CLI::IsMember({"text", "json"}));
+}
+
+const CLI::Validator& positive() {
+  static const CLI::Validator v(
+      [](std::string& input) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const double d = std::strtod(input.c_str(), &end);
+        if (input.empty() || end != input.c_str() + input.size() || errno != 0 || !(d > 0) || !std::isfinite(d))
+          return "must be a positive number, not '" + input + "'";
+        return {};
+      },
+      "POSITIVE");
+  return v;
+}
+
+void require_positive(std::uint64_t value, std::string_view option) {
+  if (value == 0) throw UsageError(std::string(option) + " must be positive");
 }
 
 void add_broker_options(CLI::App& app, BrokerOptions& opts) {
