@@ -4,6 +4,10 @@
 // without mangling it.
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
 #include "cli_cases.hpp"
 #include "process.hpp"
 
@@ -99,5 +103,30 @@ TEST_CASE("plh-sub --stats prints its counters also when it fails", "[cli][stats
   CHECK(r.code == 1);
   CHECK(r.err.find("plh-sub: stats: ") != std::string::npos);
   CHECK(r.err.find("plh-sub: error: cannot connect to the publisher") != std::string::npos);
+}
+#endif
+
+#if defined(PLH_SHM_BIN)
+TEST_CASE("plh-shm create --help shows no default next to REQUIRED", "[cli][shm][help]") {
+  auto r = plh::test::run({PLH_SHM_BIN, "create", "--help"});
+  REQUIRE(r.code == 0);
+  std::istringstream in(r.out);
+  int seen = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("--slots") == std::string::npos && line.find("--slot-size") == std::string::npos) continue;
+    INFO(line);
+    ++seen;
+    CHECK(line.find("REQUIRED") != std::string::npos);
+    CHECK(line.find('=') == std::string::npos);  // was "--slots TEXT=64 REQUIRED"
+  }
+  CHECK(seen == 2);
+}
+
+TEST_CASE("man plh-shm(1) has no stray form feeds from a mangled \\f escape", "[cli][man]") {
+  std::ifstream in(std::string(PLH_SOURCE_DIR) + "/man/plh-shm.1");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(!text.empty());
+  CHECK(text.find('\f') == std::string::npos);  // rendered "Share I/dev/shmR"
+  CHECK(text.find("Share \\fI/dev/shm\\fR") != std::string::npos);
 }
 #endif

@@ -585,3 +585,17 @@ TEST_CASE("shm: read --stats prints its counters also when it exits 1 because th
   CHECK_THAT(res.err, Catch::Contains("plh-shm: stats: messages=1 "));
   CHECK_THAT(res.err, Catch::Contains("is gone"));
 }
+
+TEST_CASE("shm: write --create on an existing segment compares only the geometry options given", "[shm][e2e]") {
+  // Issue 13 bug 2: --create compared the segment with defaults the user never typed (exit 6).
+  TestSegment seg;
+  REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "8", "--slot-size", "64", "--policy", "latest"}).code == 0);
+  auto r = plh::test::run({kShm, "write", seg.name, "--create"}, "x\n");
+  INFO(r.err);
+  CHECK(r.code == 0);
+  r = plh::test::run({kShm, "write", seg.name, "--create", "--slots", "8", "--policy", "latest"}, "y\n");
+  CHECK(r.code == 0);
+  r = plh::test::run({kShm, "write", seg.name, "--create", "--slots", "16"}, "z\n");
+  CHECK(r.code == 6);
+  CHECK_THAT(r.err, Catch::Contains("exists with 8 slots"));
+}

@@ -7,11 +7,11 @@ namespace {
 namespace cmd = plh::shm::commands;
 
 void add_geometry(CLI::App* app, cmd::GeometryArgs& g, bool required, const char* mode_help) {
-  auto* slots = app->add_option("--slots", g.slots, "Number of slots in the ring");
-  auto* size = app->add_option("--slot-size", g.slot_size, "Max payload bytes per slot (K, M suffixes)");
-  if (required) {
-    slots->required();
-    size->required();
+  auto* slots = app->add_option("--slots", g.slots, "Number of slots in the ring")->type_name("N");
+  auto* size = app->add_option("--slot-size", g.slot_size, "Max payload bytes per slot (K, M suffixes)")->type_name("SIZE");
+  if (required) {  // no default shown next to REQUIRED
+    slots->required()->default_str("");
+    size->required()->default_str("");
   }
   app->add_option("--policy", g.policy, "latest, sequential or sync")
       ->check(CLI::IsMember({"latest", "sequential", "sync"}));
@@ -88,7 +88,15 @@ int main(int argc, char** argv) {
         return [&, create, write, read, info, ls, rm]() -> int {
           plh::cli::apply_log_options("plh-shm", log);
           if (*create) return cmd::create(name, create_geo);
-          if (*write) return cmd::write(wa);
+          if (*write) {
+            // --create means "create if missing": an existing segment is compared only
+            // with the geometry options given.
+            wa.geometry.given_slots = write->count("--slots") > 0;
+            wa.geometry.given_slot_size = write->count("--slot-size") > 0;
+            wa.geometry.given_policy = write->count("--policy") > 0;
+            wa.geometry.given_checksum = write->count("--checksum") > 0;
+            return cmd::write(wa);
+          }
           if (*read) return cmd::read(ra);
           if (*info) return cmd::info(name, info_json);
           if (*ls) return cmd::ls(ls_json);

@@ -138,7 +138,11 @@ int write(const WriteArgs& a) {
   const auto dims = parse_dims(a.dims);
   Writer::Options wo;
   wo.create = a.create;
-  if (a.create) wo.create_options = create_options(a.geometry);
+  if (a.create) {
+    wo.create_options = create_options(a.geometry);
+    wo.compare = {a.geometry.given_slots, a.geometry.given_slot_size, a.geometry.given_policy,
+                  a.geometry.given_checksum};
+  }
   else segment_object_name(a.name);  // validate the name before touching anything
   const Trust trust = trust_of(a.owner, a.geometry.mode);
   wo.wait.busy_poll = a.busy_poll;
