@@ -130,3 +130,26 @@ TEST_CASE("man plh-shm(1) has no stray form feeds from a mangled \\f escape", "[
   CHECK(text.find("Share \\fI/dev/shm\\fR") != std::string::npos);
 }
 #endif
+
+#if defined(PLH_PUB_BIN) && defined(PLH_SUB_BIN) && defined(PLH_SHM_BIN) && defined(PLH_CTL_BIN)
+TEST_CASE("PLH_CLIENT_KEY and PLH_ADMIN_TOKEN are in the man pages and --help", "[cli][man][help]") {
+  auto page = [](const std::string& name) {
+    std::ifstream in(std::string(PLH_SOURCE_DIR) + "/man/" + name);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  for (const char* p : {"plh.7", "plh-pub.1", "plh-sub.1", "plh-shm.1", "plh-ctl.1", "plh-broker.1"}) {
+    INFO(p);
+    CHECK(page(p).find("PLH_CLIENT_KEY") != std::string::npos);
+  }
+  CHECK(page("plh.7").find("PLH_ADMIN_TOKEN") != std::string::npos);
+  for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
+           {PLH_PUB_BIN, "--help"}, {PLH_SUB_BIN, "--help"}, {PLH_SHM_BIN, "write", "--help"}, {PLH_CTL_BIN, "--help"}}) {
+    auto r = plh::test::run(argv);
+    INFO(argv[0]);
+    CHECK(r.code == 0);
+    CHECK(r.out.find("PLH_CLIENT_KEY") != std::string::npos);
+  }
+  auto r = plh::test::run({PLH_CTL_BIN, "close", "--help"});
+  CHECK(r.out.find("PLH_ADMIN_TOKEN") != std::string::npos);
+}
+#endif

@@ -599,3 +599,29 @@ TEST_CASE("shm: write --create on an existing segment compares only the geometry
   CHECK(r.code == 6);
   CHECK_THAT(r.err, Catch::Contains("exists with 8 slots"));
 }
+
+TEST_CASE("shm: a writer held by backpressure says that it waits for readers", "[shm][e2e]") {
+  // Issue 13 bug 5: a full sequential ring with no reader blocked silently.
+  TestSegment seg;
+  Child writer = Child::spawn({kShm, "write", seg.name, "--create", "--slots", "2", "--slot-size", "64", "--no-batch", "-v"});
+  std::string in;
+  for (int i = 0; i < 10; ++i) in += std::to_string(i) + "\n";
+  writer.write_stdin(in);
+  writer.close_stdin();
+  REQUIRE(plh::test::eventually([&] {
+    try {
+      return shm::inspect_segment(seg.name).writer_waits > 0;
+    } catch (const std::exception&) {
+      return false;  // not created yet
+    }
+  }));
+  // A reader lets it finish; by then it has said why it waited.
+  const auto r = plh::test::run({kShm, "read", seg.name});
+  const auto w = writer.wait(10s);
+  CHECK(w.code == 0);
+  CHECK_THAT(w.err, Catch::Contains("is full: the writer waits for its readers to take slots (policy sequential"));
+  std::size_t notes = 0;  // once (and once more as a warning after a second), not per slot
+  for (auto at = w.err.find("is full:"); at != std::string::npos; at = w.err.find("is full:", at + 1)) ++notes;
+  CHECK(notes <= 2);
+  (void)r;
+}

@@ -54,7 +54,8 @@ void add_broker_options(CLI::App& app, BrokerOptions& opts) {
   app.add_option("--broker", opts.endpoint,
                  "Broker endpoint (default: $PLH_BROKER, else tcp://127.0.0.1:5555)");
   app.add_option("--broker-key", opts.key,
-                 "Broker CURVE public key: Z85 or @FILE.pub (default: $PLH_BROKER_KEY)");
+                 "Broker CURVE public key: Z85 or @FILE.pub (default: $PLH_BROKER_KEY); this client's own key "
+                 "pair: $PLH_CLIENT_KEY=@PREFIX.key");
   app.add_option("--broker-timeout", opts.timeout,
                  "How long to wait for the broker to answer a request (default 2s)");
 }
