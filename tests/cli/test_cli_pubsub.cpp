@@ -28,7 +28,7 @@ TEST_CASE("plh-pub argument errors and exit codes", "[cli][pubsub]") {
       {{"lab.temp", "--bind", "nonsense"}, 2, "plh-pub: error: invalid bind endpoint 'nonsense'"},
       {{"lab.temp", "--broker-key", "abc"}, 2, "plh-pub: error: broker key must be a 40-character Z85 string"},
       {{"lab.temp", "--bogus"}, 2, "plh-pub: error: "},
-      {{"lab.temp", "--hwm", "0"}, 2, "plh-pub: error: --hwm must be at least 1"},
+      {{"lab.temp", "--hwm", "0"}, 2, "plh-pub: error: --hwm: must be a positive number, not '0'"},
       {{"lab.temp", "--broker-timeout", "200ms"}, 5, "plh-pub: error: cannot connect to the broker"},
       // Direct mode needs no broker: empty stdin is a complete (empty) stream.
       {{"--no-broker"}, 0, ""},
@@ -49,7 +49,7 @@ TEST_CASE("plh-sub argument errors and exit codes", "[cli][pubsub]") {
       {{"lab.temp", "-n", "x"}, 2, "plh-sub: error: "},
       {{"lab.temp", "-W", "later"}, 2, "plh-sub: error: "},
       {{"lab.temp", "--schema", "@1"}, 2, "plh-sub: error: invalid --schema '@1'"},
-      {{"lab.temp", "--hwm", "0"}, 2, "plh-sub: error: --hwm must be at least 1"},
+      {{"lab.temp", "--hwm", "0"}, 2, "plh-sub: error: --hwm: must be a positive number, not '0'"},
       {{"lab.temp", "--broker-timeout", "200ms"}, 5, "plh-sub: error: cannot connect to the broker"},
       {{"--connect", "nonsense"}, 2, "plh-sub: error: invalid endpoint 'nonsense'"},
       {{"--connect", "tcp://127.0.0.1:1", "--pattern", "fanout"}, 2, "plh-sub: error: unknown pattern 'fanout'"},
