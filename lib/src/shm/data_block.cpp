@@ -224,6 +224,16 @@ bool same_geometry(const Geometry& a, const Geometry& b, const Writer::Options::
   return (!c.slots || a.slots == b.slots) && (!c.slot_size || a.slot_size == b.slot_size) &&
          (!c.policy || a.policy == b.policy) && (!c.checksum || a.checksum == b.checksum);
 }
+// What was asked for: only the compared parts.
+std::string describe_asked(const Geometry& g, const Writer::Options::Compare& c) {
+  std::string out;
+  auto add = [&](const std::string& part) { out += (out.empty() ? "" : ", ") + part; };
+  if (c.slots) add(std::to_string(g.slots) + " slots");
+  if (c.slot_size) add("slot size " + std::to_string(g.slot_size));
+  if (c.policy) add("policy " + std::string(policy_name(g.policy)));
+  if (c.checksum) add("checksum " + std::string(checksum_name(g.checksum)));
+  return out;
+}
 std::string describe(const Geometry& g) {
   return std::to_string(g.slots) + " slots of " + std::to_string(g.slot_size) + " bytes, policy " +
          std::string(policy_name(g.policy)) + ", checksum " + std::string(checksum_name(g.checksum));
@@ -244,7 +254,7 @@ Writer::Writer(std::string_view name, const Options& opts, const Trust& trust) :
       w.seg = Segment::open(name, Segment::Access::read_write, &trust, accept_mode);
     if (!same_geometry(w.seg.geometry(), opts.create_options.geometry, opts.compare))
       throw RefusedError("segment '" + std::string(name) + "' exists with " + describe(w.seg.geometry()) +
-                         ", not " + describe(opts.create_options.geometry) + " (plh-shm rm it first)");
+                         ", not " + describe_asked(opts.create_options.geometry, opts.compare) + " (plh-shm rm it first)");
   } else {
     w.seg = Segment::open(name, Segment::Access::read_write, &trust, accept_mode);
   }
