@@ -58,7 +58,7 @@ TEST_CASE("log options are accepted after the subcommand", "[cli][log]") {
   for (const auto& c : ctl) check_case(PLH_CTL_BIN, "plh-ctl", c);
 }
 
-TEST_CASE("channel names may start with a digit and hold UTF-8 letters; the error echoes the input", "[cli][names]") {
+TEST_CASE("channel names may start with a digit and hold UTF-8 letters, the error echoes the input", "[cli][names]") {
   const std::vector<Case> sub = {
       // Valid names get as far as the (absent) broker.
       {{"sensor.0", "--broker-timeout", "200ms"}, 5, "plh-sub: error: cannot connect to the broker"},
