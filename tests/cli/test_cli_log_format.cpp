@@ -35,13 +35,13 @@ TEST_CASE("log format json: the fatal error line is JSON too", "[cli][log]") {
   };
   const std::vector<Probe> probes = {
       // runtime error (no broker)
-      {{PLH_CTL_BIN, "ping", "--broker-timeout", "200ms", "--log-format", "json"}, 5, "no reply from the broker"},
+      {{PLH_CTL_BIN, "ping", "--broker-timeout", "200ms", "--log-format", "json"}, 5, "cannot connect to the broker"},
       // usage error found while parsing, option given as --opt=value
       {{PLH_CTL_BIN, "--log-format=json", "--log-level", "loud", "ping"}, 2, "loud"},
       // user input with a quote and a backslash echoed in the message
       {{PLH_CTL_BIN, "info", "a\"b\\c", "--log-format", "json"}, 2, "invalid channel name 'a\"b\\c'"},
       // the case from the issue
-      {{PLH_SUB_BIN, "nope", "--broker-timeout", "200ms", "--log-format", "json"}, 5, "no reply from the broker"},
+      {{PLH_SUB_BIN, "nope", "--broker-timeout", "200ms", "--log-format", "json"}, 5, "cannot connect to the broker"},
   };
   for (const auto& p : probes) {
     INFO(p.argv[0] << " " << p.argv[1]);
@@ -61,7 +61,7 @@ TEST_CASE("log format text keeps the plain 'tool: error:' line", "[cli][log]") {
   auto r = run({PLH_CTL_BIN, "ping", "--broker-timeout", "200ms"}, "", std::chrono::seconds(20),
                plh::test::dead_broker_env());
   CHECK(r.code == 5);
-  CHECK(r.err.rfind("plh-ctl: error: no reply from the broker", 0) == 0);
+  CHECK(r.err.rfind("plh-ctl: error: cannot connect to the broker", 0) == 0);
 }
 
 #endif

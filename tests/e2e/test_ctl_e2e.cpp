@@ -211,4 +211,37 @@ TEST_CASE("plh-ctl against a broker sending malformed replies: exit 1 and one li
   CHECK(r.out.find("lab.x") != std::string::npos);
 }
 
+TEST_CASE("plh-ctl list shows UPTIME and HEARTBEAT age apart, and the schema ID as given", "[e2e][ctl]") {
+  // Issue 13 bug 12: one AGE column held the heartbeat age; SCHEMA showed '3' for imu@3.
+  using plh::test::ScriptedBroker;
+  const json body = {{"status", "ok"},
+                     {"channels",
+                      {{{"channel", "lab.imu"},
+                        {"transport", "zmq"},
+                        {"pattern", "pubsub"},
+                        {"producer", {{"pid", 42}, {"hostname", "rig2"}}},
+                        {"consumer_count", 1},
+                        {"schema_version", "3"},
+                        {"schema_hash", 12345},
+                        {"metadata", {{"schema", "imu@3"}}},
+                        {"state", "active"},
+                        {"age_ms", 754000},
+                        {"last_heartbeat_age_ms", 300}}}}};
+  ScriptedBroker broker([&](const std::string&, const json& req) -> std::vector<ScriptedBroker::Message> {
+    return {{"LIST_ACK", ScriptedBroker::echo_corr(req, body)}};
+  });
+  const auto r = ctl({"list"}, broker.endpoint());
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  const auto nl = r.out.find('\n');
+  REQUIRE(nl != std::string::npos);
+  const std::string header = r.out.substr(0, nl), row = r.out.substr(nl + 1);
+  CHECK(header.find("UPTIME") != std::string::npos);
+  CHECK(header.find("HEARTBEAT") != std::string::npos);
+  CHECK(header.find(" AGE") == std::string::npos);
+  CHECK(row.find(" imu@3 ") != std::string::npos);
+  CHECK(row.find("12m34s") != std::string::npos);  // uptime
+  CHECK(row.find("0.3s") != std::string::npos);    // heartbeat age
+}
+
 #endif

@@ -568,3 +568,60 @@ TEST_CASE("shm sequential: a reader killed with SIGKILL and restarted is told wh
   writer.close_stdin();
   CHECK(writer.wait(10s).code == 0);
 }
+
+TEST_CASE("shm: read --stats prints its counters also when it exits 1 because the writer is gone", "[shm][e2e][stats]") {
+  // Issue 13 bug 6: the stats line used to be printed only on the exit-0/3 paths.
+  TestSegment seg;
+  REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "8", "--slot-size", "64", "--policy", "sync"}).code == 0);
+  Child reader = Child::spawn({kShm, "read", seg.name, "--heartbeat-timeout", "1s", "--line-buffered", "--stats"});
+  REQUIRE(plh::test::eventually([&] { return readers_of(seg.name) == 1; }));
+  Child writer = Child::spawn({kShm, "write", seg.name, "--no-batch"});
+  writer.write_stdin("a\n");
+  CHECK(reader.read_line(10s) == std::optional<std::string>("a"));
+  writer.kill(SIGKILL);
+  writer.wait(5s);
+  const auto res = reader.wait(10s);
+  CHECK(res.code == 1);
+  CHECK_THAT(res.err, Catch::Contains("plh-shm: stats: messages=1 "));
+  CHECK_THAT(res.err, Catch::Contains("is gone"));
+}
+
+TEST_CASE("shm: write --create on an existing segment compares only the geometry options given", "[shm][e2e]") {
+  // Issue 13 bug 2: --create compared the segment with defaults the user never typed (exit 6).
+  TestSegment seg;
+  REQUIRE(plh::test::run({kShm, "create", seg.name, "--slots", "8", "--slot-size", "64", "--policy", "latest"}).code == 0);
+  auto r = plh::test::run({kShm, "write", seg.name, "--create"}, "x\n");
+  INFO(r.err);
+  CHECK(r.code == 0);
+  r = plh::test::run({kShm, "write", seg.name, "--create", "--slots", "8", "--policy", "latest"}, "y\n");
+  CHECK(r.code == 0);
+  r = plh::test::run({kShm, "write", seg.name, "--create", "--slots", "16"}, "z\n");
+  CHECK(r.code == 6);
+  CHECK_THAT(r.err, Catch::Contains("exists with 8 slots"));
+}
+
+TEST_CASE("shm: a writer held by backpressure says that it waits for readers", "[shm][e2e]") {
+  // Issue 13 bug 5: a full sequential ring with no reader blocked silently.
+  TestSegment seg;
+  Child writer = Child::spawn({kShm, "write", seg.name, "--create", "--slots", "2", "--slot-size", "64", "--no-batch", "-v"});
+  std::string in;
+  for (int i = 0; i < 10; ++i) in += std::to_string(i) + "\n";
+  writer.write_stdin(in);
+  writer.close_stdin();
+  REQUIRE(plh::test::eventually([&] {
+    try {
+      return shm::inspect_segment(seg.name).writer_waits > 0;
+    } catch (const std::exception&) {
+      return false;  // not created yet
+    }
+  }));
+  // A reader lets it finish; by then it has said why it waited.
+  const auto r = plh::test::run({kShm, "read", seg.name});
+  const auto w = writer.wait(10s);
+  CHECK(w.code == 0);
+  CHECK_THAT(w.err, Catch::Contains("is full: the writer waits for its readers to take slots (policy sequential"));
+  std::size_t notes = 0;  // once (and once more as a warning after a second), not per slot
+  for (auto at = w.err.find("is full:"); at != std::string::npos; at = w.err.find("is full:", at + 1)) ++notes;
+  CHECK(notes <= 2);
+  (void)r;
+}

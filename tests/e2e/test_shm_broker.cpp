@@ -87,4 +87,27 @@ TEST_CASE("shm --broker-register with no broker is exit 5 before any data is tak
   CHECK_THAT(r.err, Catch::StartsWith("plh-shm: error: "));
 }
 
+#if defined(PLH_SUB_BIN)
+TEST_CASE("plh-sub on a shm channel names the working plh-shm command", "[shm][e2e][broker]") {
+  // Issue 13 bug 1: the hint said 'plh-shm read /plh.NAME', itself a usage error.
+  auto broker = BrokerProcess::start({"--heartbeat-interval", "100ms"});
+  const std::string name = "shmh" + plh::test::unique_suffix();
+  struct Cleanup {
+    std::string n;
+    ~Cleanup() { plh::shm::remove_segment(n); }
+  } cleanup{name};
+  Child writer = Child::spawn({PLH_SHM_BIN, "write", name, "--create", "--slots", "8", "--slot-size", "64",
+                               "--policy", "latest", "--broker-register", "--broker", broker.endpoint});
+  REQUIRE(plh::test::eventually([&] { return find_channel(list(broker.endpoint), name) != nullptr; }));
+  const auto r = plh::test::run({PLH_SUB_BIN, name, "--broker", broker.endpoint});
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("uses transport 'shm'; read it with plh-shm read " + name + "\n"));
+  // The hint itself works.
+  const auto info = plh::test::run({PLH_SHM_BIN, "info", name});
+  CHECK(info.code == 0);
+  writer.close_stdin();
+  CHECK(writer.wait(10s).code == 0);
+}
+#endif
+
 #endif

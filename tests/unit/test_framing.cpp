@@ -352,6 +352,9 @@ TEST_CASE("json output: fields, escaping, base64 for binary", "[framing]") {
   meta.dims = {2, 3, 0, 0};
   const auto s = nlohmann::json::parse(written_bytes(Format::json, {"x"}, false, meta));
   CHECK(s["type_hash"] == 99);
+  CHECK(s["type_hash_hex"] == "0x0000000000000063");
+  meta.type_hash = 0xfedcba9876543211ull;  // above 2^53: jq would round the number
+  CHECK(nlohmann::json::parse(written_bytes(Format::json, {"x"}, false, meta))["type_hash_hex"] == "0xfedcba9876543211");
   CHECK(s["dims"] == nlohmann::json::array({2, 3, 0, 0}));
 
   // A message bigger than the writer's buffer takes the slow path.

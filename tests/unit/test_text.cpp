@@ -25,17 +25,29 @@ TEST_CASE("sizes parse with binary suffixes", "[text]") {
 }
 
 TEST_CASE("channel names follow the SPEC grammar", "[text]") {
-  for (const char* good : {"lab.temp", "a", "A1.b_2.c-3", "x.y.z"}) {
+  for (const char* good : {"lab.temp", "a", "A1.b_2.c-3", "x.y.z", "sensor.0", "cam.1", "1abc", "lab.température",
+                           "実験.温度", "e\xcc\x81" "t\xcc\x81" "e"}) {
     INFO(good);
     CHECK(plh::channel_name_problem(good).empty());
   }
-  for (const char* bad : {"", ".", "a.", ".a", "1abc", "a..b", "a b", "lab/temp", "a.*"}) {
+  for (const char* bad : {"", ".", "a.", ".a", "_a", "-a", "a..b", "a b", "lab/temp", "a.*", "a\xff", "a\xc3", "a.\xcc\x81",
+                          "a\xc2\xa0" "b", "a\xe2\x80\xae" "b"}) {
     INFO(bad);
     CHECK_FALSE(plh::channel_name_problem(bad).empty());
     CHECK_THROWS_AS(plh::validate_channel_name(bad), plh::UsageError);
   }
   CHECK(plh::channel_name_problem(std::string(255, 'a')).empty());
   CHECK_FALSE(plh::channel_name_problem(std::string(256, 'a')).empty());
+}
+
+TEST_CASE("user input echoed in an error keeps valid UTF-8 and escapes the rest", "[text]") {
+  CHECK(plh::echo_input("lab.température") == "lab.température");
+  CHECK(plh::echo_input("a\x01" "b\x7f") == "a\\x01b\\x7f");
+  CHECK(plh::echo_input("t\xffx\xc3") == "t\\xffx\\xc3");
+  CHECK(plh::echo_input("a\xe2\x80\xae" "b") == "a\\xe2\\x80\\xaeb");  // a bidi override is shown as bytes
+  CHECK(plh::echo_input(std::string(65, 'x')) == std::string(64, 'x') + "...");
+  CHECK_THROWS_WITH(plh::validate_channel_name("lab.temp érature"),
+                    Catch::Contains("'lab.temp érature'"));
 }
 
 TEST_CASE("untrusted text is made printable and short for one-line messages", "[text]") {

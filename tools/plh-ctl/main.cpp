@@ -79,9 +79,12 @@ int main(int argc, char** argv) {
         return ctl::wait(cfg, o.channel, o.timeout.empty() ? std::nullopt : std::optional(plh::parse_duration(o.timeout)),
                          o.json, stdout);
       if (*close) return ctl::close(cfg, o.channel, admin_token(o), o.json, stdout);
-      if (*stats)
-        return ctl::stats(cfg, o.channel.empty() ? std::nullopt : std::optional(o.channel), o.watch,
-                          plh::parse_duration(o.interval), o.json, stdout);
+      if (*stats) {
+        const auto interval = plh::parse_duration(o.interval);
+        if (interval.count() <= 0) throw plh::UsageError("--interval must be positive");
+        return ctl::stats(cfg, o.channel.empty() ? std::nullopt : std::optional(o.channel), o.watch, interval, o.json,
+                          stdout);
+      }
       return 2;
     };
   });

@@ -25,10 +25,10 @@ int main(int argc, char** argv) {
                        "address of the interface toward the broker)");
         app.add_option("-w,--wait-subscribers", o.wait_subscribers, "Send nothing until N consumers have joined");
         app.add_option("-W,--timeout", timeout, "Give up waiting for --wait-subscribers after this long (exit 3)");
-        app.add_option("--rate", o.rate, "Send at most HZ messages per second");
-        app.add_option("-n,--count", o.count, "Send at most N messages, then end the stream");
+        app.add_option("--rate", o.rate, "Send at most HZ messages per second")->check(plh::cli::positive());
+        app.add_option("-n,--count", o.count, "Send at most N messages, then end the stream")->check(plh::cli::positive());
         app.add_option("--schema", o.schema, "Schema ID[@VERSION] of the data; subscribers may require it");
-        app.add_option("--hwm", o.hwm, "High-water mark: frames queued per consumer before dropping (pubsub) or waiting (pipeline)");
+        app.add_option("--hwm", o.hwm, "High-water mark: frames queued per consumer before dropping (pubsub) or waiting (pipeline)")->check(plh::cli::positive());
         app.add_option("--batch-size", batch, "Pack waiting input into frames of up to this many bytes (default 64K)");
         app.add_option("--linger", linger, "At end of stream, wait this long at most for consumers to take the rest");
         app.add_flag("--no-broker", o.no_broker, "Direct mode: bind and publish without registering with a broker");
@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
           o.pattern = plh::parse_pattern(pattern);
           o.chunk_size = plh::parse_size(chunk);
           o.batch_bytes = plh::parse_size(batch);
-          if (o.chunk_size == 0) throw plh::UsageError("--chunk-size must be positive");
+          plh::cli::require_positive(o.chunk_size, "--chunk-size");
+          plh::cli::require_positive(o.batch_bytes, "--batch-size");
           if (!timeout.empty()) o.timeout = plh::parse_duration(timeout);
           o.linger = std::chrono::duration_cast<std::chrono::milliseconds>(plh::parse_duration(linger));
           return plh::run_publisher(o);

@@ -7,11 +7,11 @@ namespace {
 namespace cmd = plh::shm::commands;
 
 void add_geometry(CLI::App* app, cmd::GeometryArgs& g, bool required, const char* mode_help) {
-  auto* slots = app->add_option("--slots", g.slots, "Number of slots in the ring");
-  auto* size = app->add_option("--slot-size", g.slot_size, "Max payload bytes per slot (K, M suffixes)");
-  if (required) {
-    slots->required();
-    size->required();
+  auto* slots = app->add_option("--slots", g.slots, "Number of slots in the ring")->type_name("N");
+  auto* size = app->add_option("--slot-size", g.slot_size, "Max payload bytes per slot (K, M suffixes)")->type_name("SIZE");
+  if (required) {  // no default shown next to REQUIRED
+    slots->required()->default_str("");
+    size->required()->default_str("");
   }
   app->add_option("--policy", g.policy, "latest, sequential or sync")
       ->check(CLI::IsMember({"latest", "sequential", "sync"}));
@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
       [&](CLI::App& app) -> std::function<int()> {
         plh::cli::add_log_options(app, log);
         app.require_subcommand(1);
+        app.fallthrough();  // -v, -q, --log-* also after the subcommand (`plh-shm write x -v`)
 
         auto* create = app.add_subcommand("create", "Create a segment /plh.NAME");
         create->add_option("NAME", name, "Segment name (channel-name grammar)")->required();
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
         auto* read = app.add_subcommand("read", "slots -> stdout");
         read->add_option("NAME", ra.name, "Segment name")->required();
         read->add_option("-f,--format", ra.format, "Output framing: line, zero, len, raw, json");
-        read->add_option("-n,--count", ra.count, "Exit 0 after N messages");
+        read->add_option("-n,--count", ra.count, "Exit 0 after N messages")->check(plh::cli::positive());
         read->add_option("-W,--timeout", ra.timeout, "Exit 3 if not done by then (e.g. 5s)");
         read->add_option("--from", ra.from, "Start at the oldest slot still held or the latest")
             ->check(CLI::IsMember({"oldest", "latest"}));
@@ -87,7 +88,15 @@ int main(int argc, char** argv) {
         return [&, create, write, read, info, ls, rm]() -> int {
           plh::cli::apply_log_options("plh-shm", log);
           if (*create) return cmd::create(name, create_geo);
-          if (*write) return cmd::write(wa);
+          if (*write) {
+            // --create means "create if missing": an existing segment is compared only
+            // with the geometry options given.
+            wa.geometry.given_slots = write->count("--slots") > 0;
+            wa.geometry.given_slot_size = write->count("--slot-size") > 0;
+            wa.geometry.given_policy = write->count("--policy") > 0;
+            wa.geometry.given_checksum = write->count("--checksum") > 0;
+            return cmd::write(wa);
+          }
           if (*read) return cmd::read(ra);
           if (*info) return cmd::info(name, info_json);
           if (*ls) return cmd::ls(ls_json);

@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
         plh::cli::add_broker_options(app, o.broker);
         app.add_option("CHANNEL", o.channel, "Channel name (optional with --connect)");
         app.add_option("-f,--format", format, "Output framing: line, zero, len, raw, json");
-        app.add_option("-n,--count", o.count, "Exit 0 after N messages");
+        app.add_option("-n,--count", o.count, "Exit 0 after N messages")->check(plh::cli::positive());
         app.add_option("-W,--timeout", timeout, "Exit 3 if not done (count reached or end of stream) by then");
         app.add_flag("--wait", o.wait, "Wait for the channel (and the broker) to appear instead of exit 4 (5)");
         app.add_flag("-F,--follow", o.follow,
@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
         app.add_option("--connect", o.connect, "Direct mode: connect to this publisher endpoint, no broker");
         app.add_option("--pattern", pattern, "Direct mode: pubsub (SUB) or pipeline (PULL)");
         app.add_option("--schema", o.schema, "Refuse a channel whose schema is not ID[@VERSION] (exit 6)");
-        app.add_option("--hwm", o.hwm, "High-water mark: frames queued before the publisher drops (pubsub)");
+        app.add_option("--hwm", o.hwm, "High-water mark: frames queued before the publisher drops (pubsub)")->check(plh::cli::positive());
         app.add_flag("--line-buffered", o.line_buffered, "Flush stdout after every message");
         app.add_flag("--stats", o.stats, "Print counters on stderr at exit: received, gaps, bytes, rate");
         return [&]() -> int {

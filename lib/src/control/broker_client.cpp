@@ -1,5 +1,6 @@
 #include "plh/control/broker_client.hpp"
 
+#include <netdb.h>
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <csignal>
@@ -104,6 +105,9 @@ struct BrokerClient::Impl {
   std::function<void(const std::string&, const json&)> callback;  // guarded by mu
   std::function<void(const std::string&, const std::string&)> lost_callback;  // guarded by mu
   std::string auth_failure;  // guarded by mu; last handshake failure since the last success
+  // guarded by mu; set when the TCP connect failed (refused) before the broker was ever
+  // reached, so a request fails at once instead of after --broker-timeout.
+  std::string connect_failure;
   milliseconds hb_interval{500};  // guarded by mu
   std::uint64_t next_corr = 0;  // guarded by mu
 
@@ -138,7 +142,8 @@ struct BrokerClient::Impl {
     }
     const std::string mon_ep = "inproc://plh-broker-client-monitor";
     if (zmq_socket_monitor(dealer, mon_ep.c_str(),
-                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                                ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                                ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0)
       throw Error(ExitCode::failure, std::string("zmq_socket_monitor: ") + zmq_strerror(zmq_errno()));
@@ -146,8 +151,31 @@ struct BrokerClient::Impl {
     zmq_setsockopt(monitor, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_connect(monitor, mon_ep.c_str()) != 0)
       throw Error(ExitCode::failure, std::string("monitor connect: ") + zmq_strerror(zmq_errno()));
+    check_host_resolves(cfg.endpoint);
     if (zmq_connect(dealer, cfg.endpoint.c_str()) != 0)
       throw UsageError("invalid broker endpoint '" + cfg.endpoint + "': " + zmq_strerror(zmq_errno()));
+  }
+
+  // tcp://HOST:PORT with a host name: a name that does not resolve is said so (exit 5), not
+  // left to look like a broker that does not answer.
+  static void check_host_resolves(const std::string& endpoint) {
+    if (endpoint.rfind("tcp://", 0) != 0) return;
+    std::string host = endpoint.substr(6);
+    if (const auto colon = host.rfind(':'); colon != std::string::npos) host.resize(colon);
+    if (host.empty() || host == "*" || host.front() == '[') return;
+    if (const auto semi = host.find(';'); semi != std::string::npos) host = host.substr(semi + 1);  // source;dest
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &res);
+    if (res) ::freeaddrinfo(res);
+    if (rc == EAI_NONAME || rc == EAI_FAIL || rc == EAI_AGAIN
+#ifdef EAI_NODATA
+        || rc == EAI_NODATA
+#endif
+    )
+      throw UnreachableError("cannot resolve host '" + printable(host, 255) + "' of the broker endpoint " +
+                             printable(endpoint, 300) + ": " + ::gai_strerror(rc));
   }
 
   void wake() { wake_fd.signal(); }
@@ -290,6 +318,19 @@ struct BrokerClient::Impl {
     switch (event) {
       case ZMQ_EVENT_CONNECTED:
         handshake_pending = true;
+        {
+          std::lock_guard lk(mu);
+          connect_failure.clear();
+        }
+        break;
+      case ZMQ_EVENT_CONNECT_RETRIED:
+        // libzmq retries a failed connect (refused, unreachable) after the reconnect interval.
+        if (!ever_connected) {
+          std::lock_guard lk(mu);
+          connect_failure =
+              "cannot connect to the broker at " + cfg.endpoint + ": connection refused (is plh-broker running?)";
+          cv.notify_all();
+        }
         break;
       case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: {
         handshake_pending = false;
@@ -606,11 +647,14 @@ struct BrokerClient::Impl {
     std::string refused;
     {
       std::unique_lock lk(mu);
-      if (!cv.wait_for(lk, cfg.timeout, [&] { return pend->done; })) {
+      if (!cv.wait_for(lk, cfg.timeout, [&] { return pend->done || !connect_failure.empty(); }) ||
+          !pend->done) {
         pending.erase(corr);
         refused = auth_failure;
+        const std::string unreachable = connect_failure;
         lk.unlock();
         if (!refused.empty()) throw RefusedError(refused);
+        if (!unreachable.empty()) throw UnreachableError(unreachable);
         // Something answers, but nothing we can read: a broken broker, or not a broker.
         if (const auto bad = malformed.load(std::memory_order_relaxed) - malformed_before; bad > 0)
           throw Error(ExitCode::failure, "no valid reply from the broker at " + cfg.endpoint + " within " +

@@ -260,7 +260,7 @@ void ChannelRegistry::on_reg(const PeerInfo& peer, const json& req, SteadyTime n
       if (token)
         throw p::ProtocolError(p::kNotOwner, "channel '" + ch.name + "' is owned by another producer (" + owner +
                                                  "): the registration token does not match");
-      throw p::ProtocolError(p::kChannelExists, "channel '" + ch.name + "' is already registered by " + owner);
+      throw p::ProtocolError(p::kChannelExists, "channel '" + ch.name + "' is already published by " + owner);
     }
   }
   if (action != Action::again && config_.max_channels_per_client > 0) {

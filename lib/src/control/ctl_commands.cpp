@@ -94,6 +94,10 @@ std::string iec_bytes(double v) {
 }
 
 std::string schema_text(const json& ch) {
+  // The schema ID as the producer gave it (--schema imu@3 -> imu@3), else the version, else the hash.
+  if (auto md = ch.find("metadata"); md != ch.end() && md->is_object())
+    if (auto s = md->find("schema"); s != md->end() && s->is_string() && !s->get_ref<const std::string&>().empty())
+      return printable(s->get_ref<const std::string&>(), 64);
   const std::string version = str(ch, "schema_version", "");
   if (!version.empty()) return version;
   auto it = ch.find("schema_hash");
@@ -191,10 +195,11 @@ int list(const BrokerClientConfig& cfg, bool as_json, std::FILE* out) {
   const json& channels = channels_of(ack);
   std::vector<std::vector<std::string>> rows;
   rows.reserve(channels.size() + 1);
-  rows.push_back({"CHANNEL", "TRANSPORT", "PATTERN", "PRODUCER", "CONSUMERS", "SCHEMA", "STATE", "AGE"});
+  // UPTIME: since the channel registered; HEARTBEAT: since the producer was last heard.
+  rows.push_back({"CHANNEL", "TRANSPORT", "PATTERN", "PRODUCER", "CONSUMERS", "SCHEMA", "STATE", "UPTIME", "HEARTBEAT"});
   for (const auto& ch : channels)
     rows.push_back({str(ch, "channel"), str(ch, "transport"), str(ch, "pattern"), producer_text(ch),
-                    str(ch, "consumer_count", "0"), schema_text(ch), str(ch, "state"),
+                    str(ch, "consumer_count", "0"), schema_text(ch), str(ch, "state"), age_text(num(ch, "age_ms")),
                     age_text(num(ch, "last_heartbeat_age_ms"))});
   emit(out, format_table(rows));
   return 0;

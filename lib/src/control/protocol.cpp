@@ -96,7 +96,9 @@ void throw_error_reply(std::string_view request_type, const json& body) {
   if (code == kChannelNotFound) throw NotFoundError(message);
   if (code == kSchemaMismatch || code == kUnauthorized) throw RefusedError(message);
   const bool refused = code == kNotOwner || code == kLimitExceeded;
-  throw BrokerErrorReply(code, "broker refused " + req + ": " + code + ": " + message,
+  // The broker's message says it in the user's words ("channel 'x' is already published by
+  // pid 123 on hostB"); the protocol names (request, error code) stay out of it.
+  throw BrokerErrorReply(code, message,
                          refused ? ExitCode::refused : ExitCode::failure);
 }
 

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,11 +33,30 @@ void add_log_options(CLI::App& app, LogOptions& opts) {
       ->check(CLI::IsMember({"text", "json"}));
 }
 
+const CLI::Validator& positive() {
+  static const CLI::Validator v(
+      [](std::string& input) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const double d = std::strtod(input.c_str(), &end);
+        if (input.empty() || end != input.c_str() + input.size() || errno != 0 || !(d > 0) || !std::isfinite(d))
+          return "must be a positive number, not '" + input + "'";
+        return {};
+      },
+      "POSITIVE");
+  return v;
+}
+
+void require_positive(std::uint64_t value, std::string_view option) {
+  if (value == 0) throw UsageError(std::string(option) + " must be positive");
+}
+
 void add_broker_options(CLI::App& app, BrokerOptions& opts) {
   app.add_option("--broker", opts.endpoint,
                  "Broker endpoint (default: $PLH_BROKER, else tcp://127.0.0.1:5555)");
   app.add_option("--broker-key", opts.key,
-                 "Broker CURVE public key: Z85 or @FILE.pub (default: $PLH_BROKER_KEY)");
+                 "Broker CURVE public key: Z85 or @FILE.pub (default: $PLH_BROKER_KEY); this client's own key "
+                 "pair: $PLH_CLIENT_KEY=@PREFIX.key");
   app.add_option("--broker-timeout", opts.timeout,
                  "How long to wait for the broker to answer a request (default 2s)");
 }

@@ -798,6 +798,11 @@ void FrameWriter::append_json(std::string_view payload, const MessageMeta& meta)
     if (meta.has_slot_meta) {
       p = put(p, ",\"type_hash\":");
       p = put_int(p, meta.type_hash);
+      // Also as a hex string: a u64 above 2^53 loses precision in jq and JavaScript.
+      p = put(p, ",\"type_hash_hex\":\"0x");
+      static constexpr char kHex[] = "0123456789abcdef";
+      for (int shift = 60; shift >= 0; shift -= 4) *p++ = kHex[(meta.type_hash >> shift) & 15];
+      *p++ = '"';
       p = put(p, ",\"dims\":[");
       for (std::size_t i = 0; i < meta.dims.size(); ++i) {
         if (i) *p++ = ',';

@@ -8,6 +8,9 @@
 #include <cstring>
 #include <ctime>
 
+#include <unicode/uchar.h>
+#include <unicode/utf8.h>
+
 #include "plh/core/error.hpp"
 
 namespace plh {
@@ -63,35 +66,73 @@ std::uint64_t parse_size(std::string_view text) {
   return static_cast<std::uint64_t>(bytes);
 }
 
+namespace {
+// One code point of a channel name: ASCII letters and digits, or (UTF-8) a Unicode letter
+// (General Category L*), decimal digit (Nd) or, after the first character, mark (M*).
+// -1 when the bytes at i are not valid UTF-8.
+UChar32 next_code_point(std::string_view s, std::size_t& i) {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(s.data());
+  const auto n = static_cast<std::int32_t>(s.size());
+  auto at = static_cast<std::int32_t>(i);
+  UChar32 c = 0;
+  U8_NEXT(p, at, n, c);
+  i = static_cast<std::size_t>(at);
+  return c;
+}
+}  // namespace
+
 std::string channel_name_problem(std::string_view name) {
   if (name.empty()) return "empty name";
-  if (name.size() > 255) return "longer than 255 characters";
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t dot = name.find('.', start);
-    const std::string_view comp = name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
-    if (comp.empty()) return "empty component";
-    if (!std::isalpha(static_cast<unsigned char>(comp[0])))
-      return "each component must start with a letter";
-    for (char c : comp) {
-      const auto u = static_cast<unsigned char>(c);
-      if (!(std::isalnum(u) || c == '_' || c == '-'))
-        return "components may contain only letters, digits, '_' and '-'";
+  if (name.size() > 255) return "longer than 255 bytes";
+  bool first = true;
+  for (std::size_t i = 0; i < name.size();) {
+    const UChar32 c = next_code_point(name, i);
+    if (c < 0) return "not valid UTF-8";
+    if (c == '.') {
+      if (first) return "empty component";
+      first = true;
+      continue;
     }
-    if (dot == std::string_view::npos) break;
-    start = dot + 1;
+    const bool word = u_isalpha(c) || u_isdigit(c);
+    if (first && !word) return "each component must start with a letter or a digit";
+    if (!first && !(word || c == '_' || c == '-' || (c >= 0x80 && (U_GET_GC_MASK(c) & U_GC_M_MASK))))
+      return "components may contain only letters, digits, '_' and '-'";
+    first = false;
   }
+  if (first) return "empty component";
   return {};
 }
 
 void validate_channel_name(std::string_view name) {
   const std::string problem = channel_name_problem(name);
-  if (!problem.empty()) {
-    std::string shown(name.substr(0, 64));
-    for (char& c : shown)
-      if (!std::isprint(static_cast<unsigned char>(c))) c = '?';
-    throw UsageError("invalid channel name '" + shown + "': " + problem);
+  if (!problem.empty()) throw UsageError("invalid channel name '" + echo_input(name) + "': " + problem);
+}
+
+std::string echo_input(std::string_view s, std::size_t max) {
+  std::string out;
+  static constexpr char kHex[] = "0123456789abcdef";
+  auto escape = [&](std::uint8_t b) {
+    out += "\\x";
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  };
+  std::size_t i = 0;
+  while (i < s.size() && i < max) {
+    const std::size_t start = i;
+    const UChar32 c = next_code_point(s, i);
+    if (c < 0) {
+      for (std::size_t j = start; j < i; ++j) escape(static_cast<std::uint8_t>(s[j]));
+    } else if (c < 0x20 || c == 0x7f ||
+               (c >= 0x80 && (U_GET_GC_MASK(c) & (U_GC_CC_MASK | U_GC_CF_MASK | U_GC_CS_MASK | U_GC_CN_MASK |
+                                                  U_GC_CO_MASK | U_GC_ZL_MASK | U_GC_ZP_MASK)))) {
+      // Controls, format characters (bidi overrides), unassigned: shown as their bytes.
+      for (std::size_t j = start; j < i; ++j) escape(static_cast<std::uint8_t>(s[j]));
+    } else {
+      out.append(s.substr(start, i - start));
+    }
   }
+  if (i < s.size()) out += "...";
+  return out;
 }
 
 std::string printable(std::string_view s, std::size_t max) {

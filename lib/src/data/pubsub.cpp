@@ -305,6 +305,15 @@ int run_publisher(const PubOptions& o) {
   enc.set_stream(pub.stream());
   std::uint64_t seq = 1, sent = 0, bytes = 0;
   const auto start = clock::now();
+  int unconfirmed = 0;
+  cli::StatsAtExit stats([&] {  // also when the run ends by an error
+    if (!o.stats) return;
+    const double secs = seconds_since(start);
+    std::fprintf(stderr, "plh-pub: stats: '%s': sent %" PRIu64 " messages, %" PRIu64
+                 " bytes, %" PRIu64 " frames in %.3f s (%.0f msg/s); %d consumer(s) unconfirmed\n",
+                 label.c_str(), sent, bytes, pub.frames_sent(), secs,
+                 secs > 0 ? static_cast<double>(sent) / secs : 0.0, unconfirmed);
+  });
   for (;;) {
     if (o.count && sent >= o.count) break;
     if (stop_requested() || !closing.reason().empty()) break;
@@ -341,13 +350,8 @@ int run_publisher(const PubOptions& o) {
     }
   }
   const EndOfStreamResult end = finish(seq);
-  if (o.stats) {
-    const double secs = seconds_since(start);
-    std::fprintf(stderr, "plh-pub: stats: '%s': sent %" PRIu64 " messages, %" PRIu64
-                 " bytes, %" PRIu64 " frames in %.3f s (%.0f msg/s); %d consumer(s) unconfirmed\n",
-                 label.c_str(), sent, bytes, pub.frames_sent(), secs,
-                 secs > 0 ? static_cast<double>(sent) / secs : 0.0, end.unconfirmed);
-  }
+  unconfirmed = end.unconfirmed;
+  stats.print();
   if (stop_requested()) return exit_code_for_stop();
   if (!closing.reason().empty()) throw Error(ExitCode::failure, closing_message(o.channel, closing.reason()));
   if (end.unconfirmed > 0)
@@ -481,10 +485,18 @@ int run_subscriber(const SubOptions& o) {
           }
         }
         const std::string transport = info.value("transport", std::string("zmq"));
-        if (transport != "zmq")
-          throw Error(ExitCode::failure, "channel '" + o.channel + "' uses transport '" + printable(transport) +
-                                             "'; read it with plh-shm read " +
-                                             printable(info.value("shm_name", o.channel), 255));
+        if (transport != "zmq") {
+          // plh-shm takes the segment NAME, not the object path /plh.NAME.
+          std::string segment = info.value("shm_name", o.channel);
+          if (segment.rfind("/plh.", 0) == 0) segment.erase(0, 5);
+          const std::string host = info.value("producer_hostname", std::string());
+          const std::string where = !host.empty() && host != hostname()
+                                        ? "; the segment lives on host '" + printable(host, 255) + "': run plh-shm read " +
+                                              printable(segment, 255) + " there"
+                                        : "; read it with plh-shm read " + printable(segment, 255);
+          throw Error(ExitCode::failure,
+                      "channel '" + o.channel + "' uses transport '" + printable(transport) + "'" + where);
+        }
         // Anything may register a channel; read only what plh-pub would have sent.
         if (const std::string pattern = info.value("pattern", std::string("pubsub"));
             pattern != "pubsub" && pattern != "pipeline")
@@ -549,7 +561,7 @@ int run_subscriber(const SubOptions& o) {
     total.malformed += s.malformed;
     total.dropped_connections += s.dropped_connections;
   };
-  auto print_stats = [&] {
+  cli::StatsAtExit stats_at_exit([&] {  // also when the run ends by an error
     if (!o.stats) return;
     const double secs = seconds_since(start);
     std::fprintf(stderr, "plh-sub: stats: '%s': received %" PRIu64 " messages, %" PRIu64
@@ -557,7 +569,8 @@ int run_subscriber(const SubOptions& o) {
                  " malformed frames, %" PRIu64 " dropped connections in %.3f s (%.0f msg/s)\n",
                  label.c_str(), received, total.bytes, total.gap_events, total.gaps, total.malformed,
                  total.dropped_connections, secs, secs > 0 ? static_cast<double>(received) / secs : 0.0);
-  };
+  });
+  auto print_stats = [&] { stats_at_exit.print(); };
   // Losses are reported as they happen (rate-limited); this last summary makes sure the
   // total is never hidden behind the rate limit. Loss is an error: exit 0 means complete.
   auto finish_with = [&](int code) -> int {

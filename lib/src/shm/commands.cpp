@@ -63,6 +63,7 @@ CreateOptions create_options(const GeometryArgs& g) {
   if (slots < 1 || slots > 0xffffffffull) throw UsageError("--slots must be between 1 and 4294967295");
   o.geometry.slots = static_cast<std::uint32_t>(slots);
   o.geometry.slot_size = parse_u32_size(g.slot_size, "--slot-size");
+  cli::require_positive(o.geometry.slot_size, "--slot-size");
   o.geometry.policy = parse_policy(g.policy);
   o.geometry.checksum = parse_checksum(g.checksum);
   o.mode = parse_mode(g.mode);
@@ -137,7 +138,11 @@ int write(const WriteArgs& a) {
   const auto dims = parse_dims(a.dims);
   Writer::Options wo;
   wo.create = a.create;
-  if (a.create) wo.create_options = create_options(a.geometry);
+  if (a.create) {
+    wo.create_options = create_options(a.geometry);
+    wo.compare = {a.geometry.given_slots, a.geometry.given_slot_size, a.geometry.given_policy,
+                  a.geometry.given_checksum};
+  }
   else segment_object_name(a.name);  // validate the name before touching anything
   const Trust trust = trust_of(a.owner, a.geometry.mode);
   wo.wait.busy_poll = a.busy_poll;
@@ -275,17 +280,19 @@ int read(const ReadArgs& a) {
     ++corrupt;
     spdlog::error("{}; slot skipped", what);
   };
+  cli::StatsAtExit stats([&] {  // also when the run ends by an error (writer gone: exit 1)
+    if (!a.stats) return;
+    const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    std::fprintf(stderr,
+                 "plh-shm: stats: messages=%llu bytes=%llu skipped=%llu missed=%llu checksum_errors=%llu rate=%.0f/s\n",
+                 static_cast<unsigned long long>(messages), static_cast<unsigned long long>(bytes),
+                 static_cast<unsigned long long>(r.skipped()), static_cast<unsigned long long>(r.missed()),
+                 static_cast<unsigned long long>(r.checksum_errors()),
+                 secs > 0 ? static_cast<double>(messages) / secs : 0.0);
+  });
   auto finish = [&](int code) {
     out.flush();
-    if (a.stats) {
-      const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-      std::fprintf(stderr,
-                   "plh-shm: stats: messages=%llu bytes=%llu skipped=%llu missed=%llu checksum_errors=%llu rate=%.0f/s\n",
-                   static_cast<unsigned long long>(messages), static_cast<unsigned long long>(bytes),
-                   static_cast<unsigned long long>(r.skipped()), static_cast<unsigned long long>(r.missed()),
-                   static_cast<unsigned long long>(r.checksum_errors()),
-                   secs > 0 ? static_cast<double>(messages) / secs : 0.0);
-    }
+    stats.print();
     if (code == 0 && corrupt > 0)
       throw Error(ExitCode::failure, std::to_string(corrupt) + " corrupt slot(s) of '" + a.name + "' were skipped");
     // Under sequential/sync nothing may be lost: slots this reader never got (overwritten

@@ -104,6 +104,7 @@ struct Writer::Impl {
   std::mutex mu;
   std::condition_variable cv;
   bool stop_heartbeat = false;
+  int backpressure_noted = 0;  // 1: said at info level, 2: also warned (after a second)
 
   std::uint64_t compute_floor(std::uint64_t s, bool& unlimited) {
     bool any = false;
@@ -143,12 +144,35 @@ struct Writer::Impl {
   bool wait_space(std::uint64_t s, Clock::time_point deadline) {
     if (has_space(s)) return true;
     h->writer_waits.fetch_add(1, std::memory_order_relaxed);
-    const auto spin_until = Clock::now() + wait.spin;
+    const auto started = Clock::now();
+    const auto spin_until = started + wait.spin;
     unsigned spins = 0;
+    auto note_backpressure = [&](Clock::time_point now) {
+      // A writer held by backpressure says so once (at -v at once; at the default level
+      // after a second), so a pipeline with no reader does not block silently.
+      if (backpressure_noted >= 2) return;
+      const bool long_wait = now - started >= std::chrono::seconds(1);
+      if (backpressure_noted == 1 && !long_wait) return;
+      unsigned readers = 0;
+      for (std::uint32_t i = 0; i < layout::kReaderCapacity; ++i)
+        if (seg.reader(i)->pid.load(std::memory_order_acquire) != 0) ++readers;
+      const std::string text = "'" + seg.name() + "' is full: the writer waits for its readers to take slots (policy " +
+                               std::string(policy_name(geo.policy)) + ", " + std::to_string(readers) +
+                               " reader(s) attached; start 'plh-shm read " + seg.name() +
+                               "', or create it with --policy latest to overwrite instead)";
+      if (long_wait) {
+        spdlog::warn("{}", text);
+        backpressure_noted = 2;
+      } else {
+        spdlog::info("{}", text);
+        backpressure_noted = 1;
+      }
+    };
     for (;;) {
       if (has_space(s)) return true;
       if (stop_requested()) return false;
       const auto now = Clock::now();
+      if (now >= spin_until) note_backpressure(now);
       if (now >= deadline)
         throw TimeoutError("timed out waiting for readers of '" + seg.name() + "' to free a slot");
       if (wait.busy_poll || now < spin_until) {
@@ -196,8 +220,19 @@ struct Writer::Impl {
 };
 
 namespace {
-bool same_geometry(const Geometry& a, const Geometry& b) {
-  return a.slots == b.slots && a.slot_size == b.slot_size && a.policy == b.policy && a.checksum == b.checksum;
+bool same_geometry(const Geometry& a, const Geometry& b, const Writer::Options::Compare& c) {
+  return (!c.slots || a.slots == b.slots) && (!c.slot_size || a.slot_size == b.slot_size) &&
+         (!c.policy || a.policy == b.policy) && (!c.checksum || a.checksum == b.checksum);
+}
+// What was asked for: only the compared parts.
+std::string describe_asked(const Geometry& g, const Writer::Options::Compare& c) {
+  std::string out;
+  auto add = [&](const std::string& part) { out += (out.empty() ? "" : ", ") + part; };
+  if (c.slots) add(std::to_string(g.slots) + " slots");
+  if (c.slot_size) add("slot size " + std::to_string(g.slot_size));
+  if (c.policy) add("policy " + std::string(policy_name(g.policy)));
+  if (c.checksum) add("checksum " + std::string(checksum_name(g.checksum)));
+  return out;
 }
 std::string describe(const Geometry& g) {
   return std::to_string(g.slots) + " slots of " + std::to_string(g.slot_size) + " bytes, policy " +
@@ -217,9 +252,9 @@ Writer::Writer(std::string_view name, const Options& opts, const Trust& trust) :
       w.seg = std::move(*created);
     else
       w.seg = Segment::open(name, Segment::Access::read_write, &trust, accept_mode);
-    if (!same_geometry(w.seg.geometry(), opts.create_options.geometry))
+    if (!same_geometry(w.seg.geometry(), opts.create_options.geometry, opts.compare))
       throw RefusedError("segment '" + std::string(name) + "' exists with " + describe(w.seg.geometry()) +
-                         ", not " + describe(opts.create_options.geometry) + " (plh-shm rm it first)");
+                         ", not " + describe_asked(opts.create_options.geometry, opts.compare) + " (plh-shm rm it first)");
   } else {
     w.seg = Segment::open(name, Segment::Access::read_write, &trust, accept_mode);
   }

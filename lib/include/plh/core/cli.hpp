@@ -3,6 +3,7 @@
 // key), the version string, and the single top-level catch that turns any failure into
 // "plh-X: error: <message>" on stderr and the SPEC's exit code.
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -27,6 +28,35 @@ struct BrokerOptions {
 void add_log_options(CLI::App& app, LogOptions& opts);
 // --broker/--broker-key/--broker-timeout.
 void add_broker_options(CLI::App& app, BrokerOptions& opts);
+
+// Check for counts, rates and sizes given as plain numbers: the value must be a number
+// greater than zero ("-n,--count: must be a positive number, not '-3'" → exit 2).
+// (Values with units, like sizes, are checked after parse_size with require_positive.)
+const CLI::Validator& positive();
+// Throws UsageError("OPTION must be positive") when value is 0.
+void require_positive(std::uint64_t value, std::string_view option);
+
+// --stats on every exit path: holds the printer and runs it once, by print() on the
+// normal path or from the destructor when an error (exception) leaves the scope first.
+class StatsAtExit {
+ public:
+  explicit StatsAtExit(std::function<void()> printer) : printer_(std::move(printer)) {}
+  StatsAtExit(const StatsAtExit&) = delete;
+  StatsAtExit& operator=(const StatsAtExit&) = delete;
+  ~StatsAtExit() { print(); }
+  void print() noexcept {
+    if (!printer_) return;
+    auto p = std::move(printer_);
+    printer_ = nullptr;
+    try {
+      p();
+    } catch (...) {  // a failed stats line must not replace the error being reported
+    }
+  }
+
+ private:
+  std::function<void()> printer_;
+};
 
 // Configures the default spdlog logger (stderr only). default_level applies when
 // neither -v, -q nor --log-level is given.

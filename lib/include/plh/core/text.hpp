@@ -14,11 +14,18 @@ std::chrono::nanoseconds parse_duration(std::string_view text);
 // "65536", "64K", "64KiB", "1M", "1MiB", "1G".
 std::uint64_t parse_size(std::string_view text);
 
-// Channel names: dot-separated components, each [A-Za-z][A-Za-z0-9_-]*, at most 255
-// characters. Returns an empty string when valid, else the reason.
+// Channel names (docs/protocol.md, plh(7)): UTF-8, at most 255 bytes, dot-separated
+// non-empty components; a component starts with a letter or a digit (ASCII or Unicode
+// categories L*/Nd) and goes on with letters, digits, combining marks (M*), '_' and '-'.
+// Compared byte for byte (no normalisation). Returns an empty string when valid, else the
+// reason.
 std::string channel_name_problem(std::string_view name);
 // Throws UsageError("invalid channel name 'x': <reason>") when invalid.
 void validate_channel_name(std::string_view name);
+
+// User input echoed in an error message: valid UTF-8 kept as typed, control characters
+// and invalid bytes escaped as \xNN, at most `max` bytes of input, "..." when cut.
+std::string echo_input(std::string_view s, std::size_t max = 64);
 
 // Host name of this machine (cached).
 const std::string& hostname();

@@ -17,6 +17,8 @@ struct GeometryArgs {
   std::string policy = "sequential";
   std::string checksum = "none";
   std::string mode = "0600";  // creation mode; also the group/other bits accepted on attach
+  // Given on the command line (write --create compares only these with an existing segment).
+  bool given_slots = true, given_slot_size = true, given_policy = true, given_checksum = true;
 };
 
 struct WriteArgs {

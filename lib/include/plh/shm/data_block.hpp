@@ -129,6 +129,11 @@ class Writer {
                                   // exists it is attached with the Trust checks and its geometry
                                   // must equal create_options.geometry (else RefusedError)
     CreateOptions create_options;
+    // Which parts of create_options.geometry an existing segment must match ("create if
+    // missing": only what the user asked for; the rest is whatever the segment has).
+    struct Compare {
+      bool slots = true, slot_size = true, policy = true, checksum = true;
+    } compare;
     WaitOptions wait;
     std::chrono::nanoseconds heartbeat_interval{std::chrono::milliseconds(100)};
     // Publish without a full memory fence per slot when the kernel offers
