@@ -289,14 +289,17 @@ TEST_CASE("reqrep: a reply for an unknown id is counted and dropped; a malformed
       "flags, rid = struct.unpack('<IQ', hdr[4:])\n"
       "s.send_multipart([peer, b'', b'PLHA' + struct.pack('<IQII', 0, rid + 1, 1, 0), b'stray'])\n"
       "s.send_multipart([peer, b'garbage'])\n"
-      "s.send_multipart([peer, b'', b'PLHA' + struct.pack('<IQII', 0, rid, 1, 0), b'right'])\n";
+      "s.send_multipart([peer, b'', b'PLHA' + struct.pack('<IQII', 0, rid, 1, 0), b'right'])\n"
+      "sys.stdin.read()\n";  // stays until the test is done (a server that exits at once drops what it sent)
   auto py = Child::spawn({"/usr/bin/python3", "-c", server});
   auto ep = py.read_line(10s);
   REQUIRE(ep);
   auto r = req({"--connect", *ep, "--stats", "q"}, "", {});
+  INFO(r.err);
   CHECK(r.code == 0);
   CHECK(r.out == "right\n");
   CHECK(r.err.find("stray replies 1, malformed 1") != std::string::npos);
+  py.close_stdin();
 
   auto s = serve({"--no-broker", "--bind", "tcp://127.0.0.1:0", "--", "cat"});
   const std::string client =

@@ -443,6 +443,8 @@ void Replier::finish(Job& j) {
   } else if (j.timed_out) {
     reply(j.req, rr::kStatusTimeout, "timed out after " + duration_text(*o_.timeout) + " (killed)");
   } else if (WIFEXITED(c.wstatus) && WEXITSTATUS(c.wstatus) == 0) {
+    // Like $(CMD): one trailing newline is not part of the reply (`echo 3.2` answers "3.2").
+    if (!j.out.empty() && j.out.back() == '\n') j.out.pop_back();
     reply(j.req, rr::kStatusOk, j.out);
   } else {
     const std::uint32_t status = WIFEXITED(c.wstatus) ? static_cast<std::uint32_t>(WEXITSTATUS(c.wstatus))
@@ -937,6 +939,7 @@ void Requester::on_monitor(int s) {
       srv.up = true;
     } else if (ev == ZMQ_EVENT_DISCONNECTED) {
       srv.up = false;
+      on_reply(s);  // what it answered before it went
       lost(s, "server " + srv.name + " went away with the request in flight");
     } else {
       spdlog::warn("handshake with server {} failed (event {}, {})", srv.name, ev, val);
@@ -1133,8 +1136,8 @@ int Requester::run() {
     if (stop_requested()) break;
     for (std::size_t i = 0; i < servers_.size(); ++i) {
       if (!servers_[i]->sock) continue;
-      on_monitor(static_cast<int>(i));
       on_reply(static_cast<int>(i));
+      on_monitor(static_cast<int>(i));
     }
     if (want_input && items[1].revents) read_input();
     const auto now = clock::now();
