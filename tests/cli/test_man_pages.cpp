@@ -121,3 +121,9 @@ TEST_CASE("man page plh-sub.1 covers every long option", "[cli][man]") { check_t
 #ifdef PLH_SHM_BIN
 TEST_CASE("man page plh-shm.1 covers every long option", "[cli][man]") { check_tool(PLH_SHM_BIN, "plh-shm"); }
 #endif
+#ifdef PLH_REQ_BIN
+TEST_CASE("man page plh-req.1 covers every long option", "[cli][man]") { check_tool(PLH_REQ_BIN, "plh-req"); }
+#endif
+#ifdef PLH_REP_BIN
+TEST_CASE("man page plh-rep.1 covers every long option", "[cli][man]") { check_tool(PLH_REP_BIN, "plh-rep"); }
+#endif

@@ -73,6 +73,8 @@ PollResult poll_socket(void* sock, short events, const WakeFds& wake, long timeo
 
 bool woken(const WakeFds& wake) { return poll_socket(nullptr, 0, wake, 0).woken; }
 
+}  // namespace
+
 // One socket-monitor event: the first frame is u16 event + u32 value, the second the
 // endpoint. Returns false when none is waiting.
 bool next_monitor_event(void* monitor, std::uint16_t& event, std::uint32_t& value) {
@@ -113,6 +115,8 @@ void* start_monitor(void* ctx, void* sock, const void* owner, const char* what, 
   }
   return monitor;
 }
+
+namespace {
 
 std::string ip_text(const sockaddr* sa) {
   char buf[INET6_ADDRSTRLEN] = {};

@@ -64,6 +64,8 @@ class NotificationLatch {
   std::optional<std::uint64_t> final_seq_;
 };
 
+}  // namespace
+
 // BrokerClient starts a thread; it must not take SIGINT/SIGTERM away from the main
 // thread, whose blocking read(2)/poll must be the one interrupted.
 std::unique_ptr<BrokerClient> make_broker_client(const cli::BrokerOptions& opts) {
@@ -88,6 +90,8 @@ std::unique_ptr<BrokerClient> make_broker_client(const cli::BrokerOptions& opts)
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return client;
 }
+
+namespace {
 
 std::string closing_message(const std::string& channel, const std::string& reason) {
   if (reason == "heartbeat_timeout")

@@ -77,6 +77,12 @@ std::string endpoint_host(const std::string& endpoint);
 // it resolves, is an address literal, or the endpoint is not tcp://.
 std::string endpoint_lookup_error(const std::string& endpoint);
 
+// Socket monitors (shared with plh/data/reqrep.hpp). start_monitor: a PAIR socket receiving
+// the `events` of `sock` (`owner` and `what` make the inproc address unique).
+// next_monitor_event: the next waiting event (false when none).
+void* start_monitor(void* ctx, void* sock, const void* owner, const char* what, int events);
+bool next_monitor_event(void* monitor, std::uint16_t& event, std::uint32_t& value);
+
 // What end_of_stream found.
 struct EndOfStreamResult {
   int unconfirmed = 0;  // consumers (plh-sub) that had not confirmed the end at linger

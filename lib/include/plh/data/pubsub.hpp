@@ -11,6 +11,7 @@
 // BrokenPipe (stdout closed; 0). Never call them concurrently in one process.
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -66,6 +67,11 @@ struct SubOptions {
 
 int run_publisher(const PubOptions& opts);
 int run_subscriber(const SubOptions& opts);
+
+// A BrokerClient for the tool's --broker options, whose threads leave SIGINT/SIGTERM to the
+// caller's thread (shared with plh/data/reqrep.hpp).
+class BrokerClient;
+std::unique_ptr<BrokerClient> make_broker_client(const cli::BrokerOptions& opts);
 
 // "ID[@VERSION]" split; UsageError when ID is empty.
 struct SchemaRef {
