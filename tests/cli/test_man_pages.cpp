@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "help_text.hpp"
 #include "process.hpp"
 
 namespace {
@@ -40,33 +41,8 @@ std::string read_man_page(const std::string& tool) {
   return plain;
 }
 
-std::set<std::string> long_options(const std::string& help) {
-  std::set<std::string> out;
-  static const std::regex re(R"((?:^|[\s,\[])(--[A-Za-z0-9][A-Za-z0-9-]*))");
-  for (auto it = std::sregex_iterator(help.begin(), help.end(), re); it != std::sregex_iterator(); ++it)
-    out.insert((*it)[1].str());
-  return out;
-}
-
-std::vector<std::string> subcommands(const std::string& help) {
-  std::vector<std::string> out;
-  std::istringstream in(help);
-  std::string line;
-  bool in_section = false;
-  while (std::getline(in, line)) {
-    if (line.rfind("Subcommands:", 0) == 0) {
-      in_section = true;
-      continue;
-    }
-    if (!in_section) continue;
-    if (line.empty() || line[0] != ' ') break;
-    std::istringstream words(line);
-    std::string name;
-    words >> name;
-    if (!name.empty()) out.push_back(name);
-  }
-  return out;
-}
+using plh::test::long_options;
+using plh::test::subcommands;
 
 bool option_in_page(const std::string& page, const std::string& opt) {
   // Whole option name: not followed by another name character.
