@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPLH_BUILD_TESTS=OFF -DPLH_BUILD_BENCH=OFF >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
+# As root: installed under /usr/local (tools, man pages, shell completion, libplh.so +
+# plh.h, and the Python package, so that `python3 -c 'import plh'` works afterwards).
+if [ "$(id -u)" -eq 0 ]; then
+  cmake --install build >/dev/null
+  ldconfig 2>/dev/null || true
+  echo "installed under /usr/local; /usr/bin/python3 -c 'import plh' works"
+fi
 export PATH="$PWD/build/bin:$PATH"
 
 tmp=$(mktemp -d)

@@ -4,11 +4,9 @@
 # then an AddressSanitizer + UndefinedBehaviorSanitizer build; then the in-process tests
 # (label unit: broker, client and data-plane threads, shm readers/writers as threads)
 # under ThreadSanitizer, with tests/tsan.supp for the uninstrumented system libraries;
-# then, with PLH_CI_FUZZ=1 or `fuzz`, the libFuzzer targets of tests/fuzz (clang, ASan +
-# UBSan), each for a bounded time (PLH_FUZZ_SECONDS, default 60) on a copy of its seed
-# corpus plus its regression inputs. The fuzz stage is not yet part of `all`: it has not
-# been run on the merged tree (see the closing note of 2026-12-01); the next session
-# verifies it and makes it part of `all`.
+# then the libFuzzer targets of tests/fuzz (clang, ASan + UBSan), each for a bounded time
+# (PLH_FUZZ_SECONDS, default 60; two at a time) on a copy of its seed corpus plus its
+# regression inputs. PLH_CI_FUZZ=0 leaves the fuzz stage out of `all`.
 # Usage: scripts/test.sh [normal|asan|tsan|fuzz|all]   (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +44,7 @@ if [ "$which" = tsan ] || [ "$which" = all ]; then
   TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp halt_on_error=1" \
     ctest --test-dir build-tsan -L unit -j"$jobs" --output-on-failure --timeout 180
 fi
-if [ "$which" = fuzz ] || { [ "$which" = all ] && [ "${PLH_CI_FUZZ:-0}" = 1 ]; }; then
+if [ "$which" = fuzz ] || { [ "$which" = all ] && [ "${PLH_CI_FUZZ:-1}" = 1 ]; }; then
   echo "== libFuzzer targets (tests/fuzz) =="
   secs="${PLH_FUZZ_SECONDS:-60}"
   cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLH_WERROR=ON -DPLH_FUZZ=ON -DPLH_BUILD_TESTS=OFF \

@@ -30,6 +30,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     PLH_FUZZ_CHECK(out.messages.empty(), "end-of-stream marker with %zu messages", out.messages.size());
     return 0;
   }
+  if (h.keepalive()) {  // count 0, no payload: liveness and the next seq only
+    PLH_FUZZ_CHECK(out.messages.empty() && h.count == 0 && size == wire::kHeaderSize,
+                   "keepalive with count %u, %zu messages, %zu bytes", h.count, out.messages.size(), size);
+    return 0;
+  }
   std::size_t payload_bytes = 0;
   for (const auto& m : out.messages) {
     PLH_FUZZ_CHECK(m.data() >= in.data() + wire::kHeaderSize && m.data() + m.size() <= in.data() + in.size(),
