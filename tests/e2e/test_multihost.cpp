@@ -390,7 +390,7 @@ TEST_CASE("across hosts: another stream at the address a stale registration poin
 
   // Somebody else's stream, in the same wire format, now on the same host and port.
   Child impostor = lab.shell(
-      "hostb", "yes IMPOSTOR | $PUB --no-broker --bind tcp://0.0.0.0:" + port + " --rate 200 --print-endpoint",
+      "hostb", "exec $PUB --no-broker --bind tcp://0.0.0.0:" + port + " --rate 200 --print-endpoint < <(yes IMPOSTOR)",
       {{"PUB", PLH_PUB_BIN}});
   auto bound = impostor.read_line(10s);
   REQUIRE(bound);

@@ -639,7 +639,9 @@ TEST_CASE("a subscriber that reached another stream at the registered address is
   auto env = env_for(broker);
   const auto ch = channel("ident");
   // Some other publisher, not registered, sending all the time.
-  auto other = Child::shell("yes intruder | $PUB --no-broker --print-endpoint", env);
+  // exec: the Child is plh-pub itself, so killing it at the end also ends `yes` (EPIPE);
+  // a pipeline would leave both running after the test, spinning a core.
+  auto other = Child::shell("exec $PUB --no-broker --print-endpoint < <(yes intruder)", env);
   auto ep = other.read_line(10s);
   REQUIRE(ep);
   // The channel as registered by its real producer names that address (a stale or
