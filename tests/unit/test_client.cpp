@@ -371,7 +371,7 @@ using State = plh::BrokerClient::RegistrationState;
 TEST_CASE("client: a producer dropped for silence registers again with its token, not after an admin close",
           "[client][heal]") {
   HealScript s;
-  s.target = "heal.me";
+  s.set(&s.target, "heal.me");  // under s.mu: the broker thread reads it
   plh::BrokerClient c(config_for(s.broker.endpoint()));
   c.register_channel(zmq_reg("heal.me"));
   REQUIRE(eventually([&] { return s.count(s.heartbeats, "heal.me", "heal.me#1") > 0; }, 3s));
@@ -399,7 +399,7 @@ TEST_CASE("client: a producer dropped for silence registers again with its token
 
 TEST_CASE("client: a channel taken over while its producer was away is reported and left alone", "[client][heal]") {
   HealScript s;
-  s.target = "heal.lost";
+  s.set(&s.target, "heal.lost");  // under s.mu: the broker thread reads it
   plh::BrokerClient c(config_for(s.broker.endpoint()));
   std::mutex mu;
   std::vector<std::pair<std::string, std::string>> lost;
