@@ -144,6 +144,21 @@ TEST_CASE("CURVE --allow-keys admits listed clients only", "[e2e][curve]") {
   CHECK(ctl({"ping", "--broker-key", key}, b.endpoint, {{"PLH_CLIENT_KEY", "@" + cli}}).code == 0);
   r = ctl({"ping", "--broker-key", key}, b.endpoint, {{"PLH_CLIENT_KEY", "nonsense"}});
   CHECK(r.code == 2);
+
+  // The option form, with or without '@', wins over the environment.
+  CHECK(ctl({"ping", "--broker-key", key, "--client-key", cli + ".key"}, b.endpoint).code == 0);
+  CHECK(ctl({"ping", "--broker-key", key, "--client-key", "@" + cli}, b.endpoint,
+            {{"PLH_CLIENT_KEY", "@" + srv + ".key"}})
+            .code == 0);
+  r = ctl({"ping", "--broker-key", key, "--client-key", srv + ".key"}, b.endpoint,
+          {{"PLH_CLIENT_KEY", "@" + cli + ".key"}});
+  CHECK(r.code == 6);
+  r = ctl({"ping", "--broker-key", key, "--client-key", dir.file("missing.key")}, b.endpoint);
+  CHECK(r.code == 2);
+  CHECK(r.err.find("missing.key") != std::string::npos);
+  r = ctl({"ping", "--broker-key", key, "--client-key", cli + ".pub"}, b.endpoint);
+  CHECK(r.code == 2);
+  CHECK(r.err.find("public key file") != std::string::npos);
 }
 
 TEST_CASE("plh-ctl against a broker sending malformed replies: exit 1 and one line, never a crash",

@@ -18,8 +18,9 @@
 #include <ctime>
 #include <fstream>
 
-#include "plh/core/error.hpp"
 #include "plh/core/completion.hpp"
+#include "plh/core/curve.hpp"
+#include "plh/core/error.hpp"
 #include "plh/version.hpp"
 
 namespace plh::cli {
@@ -54,9 +55,14 @@ void require_positive(std::uint64_t value, std::string_view option) {
 void add_broker_options(CLI::App& app, BrokerOptions& opts) {
   app.add_option("--broker", opts.endpoint,
                  "Broker endpoint (default: $PLH_BROKER, else tcp://127.0.0.1:5555)");
-  app.add_option("--broker-key", opts.key,
-                 "Broker CURVE public key: Z85 or @FILE.pub (default: $PLH_BROKER_KEY); this client's own key "
-                 "pair: $PLH_CLIENT_KEY=@PREFIX.key");
+  app.add_option("--broker-key", opts.key, "Broker CURVE public key: Z85 or @FILE.pub (default: $PLH_BROKER_KEY)");
+  app.add_option("--client-key", opts.client_key,
+                 "This client's CURVE key pair: [@]PREFIX.key from plh-ctl keygen, for the broker's --allow-keys "
+                 "(default: $PLH_CLIENT_KEY, else a fresh key pair)")
+      ->each([](const std::string& value) {
+        // Read at once: a missing or malformed key file is a usage error before anything connects.
+        set_client_keypair(read_curve_secret_file(!value.empty() && value[0] == '@' ? value.substr(1) : value));
+      });
   app.add_option("--broker-timeout", opts.timeout,
                  "How long to wait for the broker to answer a request (default 2s)");
 }

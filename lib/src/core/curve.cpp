@@ -175,7 +175,17 @@ std::string read_token_file(const std::string& path, bool require_private) {
   return line;
 }
 
+namespace {
+std::optional<CurveKeypair>& process_client_keypair() {
+  static std::optional<CurveKeypair> kp;
+  return kp;
+}
+}  // namespace
+
+void set_client_keypair(const CurveKeypair& kp) { process_client_keypair() = kp; }
+
 CurveKeypair client_keypair_from_env() {
+  if (const auto& kp = process_client_keypair()) return *kp;
   const char* env = std::getenv("PLH_CLIENT_KEY");
   if (!env || !*env) return generate_curve_keypair();
   std::string v = env;

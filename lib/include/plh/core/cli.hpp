@@ -21,12 +21,13 @@ struct LogOptions {
 struct BrokerOptions {
   std::string endpoint;  // --broker, else $PLH_BROKER, else tcp://127.0.0.1:5555
   std::string key;       // --broker-key Z85|@FILE, else $PLH_BROKER_KEY
+  std::string client_key;  // --client-key [@]PREFIX.key, else $PLH_CLIENT_KEY (applied at parse: set_client_keypair)
   std::string timeout = "2s";  // --broker-timeout: how long a control request may take
 };
 
 // -v/-q/--log-level/--log-format.
 void add_log_options(CLI::App& app, LogOptions& opts);
-// --broker/--broker-key/--broker-timeout.
+// --broker/--broker-key/--client-key/--broker-timeout.
 void add_broker_options(CLI::App& app, BrokerOptions& opts);
 
 // Check for counts, rates and sizes given as plain numbers: the value must be a number

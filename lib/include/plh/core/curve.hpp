@@ -43,8 +43,12 @@ std::vector<std::string> read_allowed_keys(const std::string& path);
 // `require_private` as for read_curve_secret_file (the broker's admin token).
 std::string read_token_file(const std::string& path, bool require_private = false);
 
-// The client keypair for CURVE connections: PLH_CLIENT_KEY=@PATH (a secret key file
-// from `plh-ctl keygen`, or its prefix) when set, else a fresh ephemeral keypair.
+// The client keypair for CURVE connections: the one given to set_client_keypair (the
+// tools' --client-key) when set, else PLH_CLIENT_KEY=@PATH (a secret key file from
+// `plh-ctl keygen`, or its prefix) when set, else a fresh ephemeral keypair.
 CurveKeypair client_keypair_from_env();
+// The process's own client key pair from now on (the --client-key option, parsed before
+// any connection is made; not for use while other threads connect).
+void set_client_keypair(const CurveKeypair& kp);
 
 }  // namespace plh
