@@ -57,7 +57,7 @@ void add_broker_options(CLI::App& app, BrokerOptions& opts) {
                  "Broker endpoint (default: $PLH_BROKER, else tcp://127.0.0.1:5555)");
   app.add_option("--broker-key", opts.key, "Broker CURVE public key: Z85 or @FILE.pub (default: $PLH_BROKER_KEY)");
   app.add_option("--client-key", opts.client_key,
-                 "This client's CURVE key pair: [@]PREFIX.key from plh-ctl keygen, for the broker's --allow-keys "
+                 "This client's CURVE key pair, the one an allow-listing broker admits: [@]PREFIX.key from plh-ctl keygen "
                  "(default: $PLH_CLIENT_KEY, else a fresh key pair)")
       ->each([](const std::string& value) {
         // Read at once: a missing or malformed key file is a usage error before anything connects.
