@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "plh/core/cli.hpp"
+#include "plh/core/config.hpp"
 #include "plh/control/ctl_commands.hpp"
 #include "plh/core/curve.hpp"
 #include "plh/core/error.hpp"
@@ -13,7 +14,7 @@ struct Options {
   plh::cli::LogOptions log;
   plh::cli::BrokerOptions broker;
   bool json = false, watch = false, force = false;
-  std::string channel, timeout, out, admin_token_file, interval = "1s";
+  std::string channel, timeout, out, admin_token_file, interval = "1s", tool;
 };
 
 plh::BrokerClientConfig client_config(const Options& o) {
@@ -66,9 +67,17 @@ int main(int argc, char** argv) {
     stats->add_flag("--watch", o.watch, "Refresh until interrupted");
     stats->add_option("--interval", o.interval, "Refresh interval for --watch");
     json_flag(stats);
-    return [&, list, info, ping, wait, close, keygen, stats]() -> int {
+    auto* config = app.add_subcommand("config", "Options in effect from defaults files and profiles, and their source");
+    config->add_option("TOOL", o.tool, "Only what applies to this tool (plh-pub, plh-sub, ...), with its status");
+    json_flag(config);
+    return [&, list, info, ping, wait, close, keygen, stats, config]() -> int {
       plh::cli::apply_log_options("plh-ctl", o.log);
       namespace ctl = plh::ctl;
+      if (*config) {
+        const std::string text = plh::cli::describe_config(app, o.tool, o.json);
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        return std::fflush(stdout) == 0 ? 0 : 1;
+      }
       if (*keygen) return ctl::keygen(o.out.empty() ? std::nullopt : std::optional(o.out), o.force, o.json, stdout);
       if (!o.channel.empty()) plh::validate_channel_name(o.channel);
       const auto cfg = client_config(o);

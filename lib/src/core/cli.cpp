@@ -19,6 +19,7 @@
 #include <fstream>
 
 #include "plh/core/completion.hpp"
+#include "plh/core/config.hpp"
 #include "plh/core/curve.hpp"
 #include "plh/core/error.hpp"
 #include "plh/version.hpp"
@@ -197,6 +198,7 @@ int run(std::string_view tool, std::string_view description, int argc, char** ar
     app.set_version_flag("--version", version_string(tool));
     app.option_defaults()->always_capture_default();
     std::function<int()> body = define(app);
+    const DefaultsFiles defaults(app, tool);  // --config, --profile: plh(7) "DEFAULTS FILES AND PROFILES"
     if (argc == 3 && std::strcmp(argv[1], "--completion") == 0) {  // plh(7) "SHELL COMPLETION"
       const std::string script = completion_script(app, tool, argv[2]);
       std::fwrite(script.data(), 1, script.size(), stdout);
@@ -210,10 +212,14 @@ int run(std::string_view tool, std::string_view description, int argc, char** ar
       return app.exit(e);
     } catch (const CLI::CallForVersion& e) {
       return app.exit(e);
+    } catch (const CLI::FileError& e) {  // --config naming a file that cannot be read
+      print_error(tool, std::string("--config: ") + e.what());
+      return static_cast<int>(ExitCode::usage);
     } catch (const CLI::ParseError& e) {
       print_error(tool, e.what());
       return static_cast<int>(ExitCode::usage);
     }
+    defaults.after_parse();
     return body ? body() : 0;
   } catch (const BrokenPipe&) {
     return 0;
