@@ -259,4 +259,24 @@ TEST_CASE("plh-ctl list shows UPTIME and HEARTBEAT age apart, and the schema ID 
   CHECK(row.find("0.3s") != std::string::npos);    // heartbeat age
 }
 
+TEST_CASE("plh-ctl list and info --json carry the schema hash also as an exact hex string", "[e2e][ctl]") {
+  // Issue 13 bug 11: a u64 above 2^53 loses precision as a JSON number in jq.
+  auto b = BrokerProcess::start();
+  plh::BrokerClient producer(cfg_for(b.endpoint));
+  auto r = reg("hex.chan");
+  r.schema_hash = 0xfedcba9876543210ULL;  // above 2^53
+  producer.register_channel(r);
+  char want[19];
+  std::snprintf(want, sizeof want, "0x%016llx", static_cast<unsigned long long>(r.schema_hash));
+  const auto info = ctl({"info", "hex.chan", "--json"}, b.endpoint);
+  REQUIRE(info.code == 0);
+  const auto j = json::parse(info.out);
+  CHECK(j["schema_hash_hex"] == want);
+  CHECK(j["schema_hash"].get<std::uint64_t>() == r.schema_hash);
+  const auto list = ctl({"list", "--json"}, b.endpoint);
+  REQUIRE(list.code == 0);
+  CHECK(json::parse(list.out)["channels"][0]["schema_hash_hex"] == want);
+  CHECK(list.out.find(std::string("\"schema_hash_hex\":\"") + want + "\"") != std::string::npos);
+}
+
 #endif

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cinttypes>
+#include <cstdio>
 
 #include "plh/control/protocol.hpp"
 #include "plh/core/text.hpp"
@@ -171,6 +173,16 @@ void ChannelRegistry::handle(const PeerInfo& peer, std::string_view type, std::s
   }
 }
 
+namespace {
+// "0x" and 16 hex digits: a u64 above 2^53 loses precision as a JSON number in jq and
+// JavaScript, so it is sent as a string too.
+std::string hex_u64(std::uint64_t v) {
+  char buf[19];
+  std::snprintf(buf, sizeof buf, "0x%016" PRIx64, v);
+  return buf;
+}
+}  // namespace
+
 void ChannelRegistry::rebuild_prefixes(Channel& ch, milliseconds interval) {
   // What DISC_ACK and a LIST_ACK entry share (json objects keep their keys sorted, so the
   // order of insertion does not matter).
@@ -180,6 +192,7 @@ void ChannelRegistry::rebuild_prefixes(Channel& ch, milliseconds interval) {
                        {"endpoint", ch.endpoint},
                        {"shm_name", ch.shm_name},
                        {"schema_hash", ch.schema_hash},
+                       {"schema_hash_hex", hex_u64(ch.schema_hash)},
                        {"schema_version", ch.schema_version},
                        {"pubkey", ch.pubkey ? json(*ch.pubkey) : json(nullptr)},
                        {"metadata", ch.metadata}};
