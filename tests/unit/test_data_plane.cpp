@@ -131,6 +131,64 @@ TEST_CASE("subscriber counts sequence gaps and skips malformed frames from a raw
   zmq_ctx_term(ctx);
 }
 
+TEST_CASE("retained frames: the first positions the sequence without a gap to the live stream, a repeat is dropped",
+          "[data_plane][retain]") {
+  void* ctx = zmq_ctx_new();
+  void* raw = zmq_socket(ctx, ZMQ_XPUB);
+  REQUIRE(zmq_bind(raw, "tcp://127.0.0.1:0") == 0);
+  char ep[256];
+  size_t len = sizeof ep;
+  zmq_getsockopt(raw, ZMQ_LAST_ENDPOINT, ep, &len);
+  {
+    Subscriber sub(sub_cfg(ep));
+    char buf[64];
+    REQUIRE(zmq_recv(raw, buf, sizeof buf, 0) >= 1);  // the subscription arrived
+    auto send = [&](const std::string& f) { REQUIRE(zmq_send(raw, f.data(), f.size(), 0) == static_cast<int>(f.size())); };
+    auto retained = [](std::uint64_t seq, const std::string& m) {
+      return wire::encode_single(seq, 0, m, 0, wire::kFlagRetained);
+    };
+    send(retained(5, "r5"));     // what a subscriber gets on connecting: the last message
+    send(frame_of(9, "l9"));     // 6..8 went out before its subscription took effect: not a gap
+    send(retained(9, "dup9"));   // a reconnect's copy of a message already delivered: dropped
+    send(frame_of(10, "l10"));
+    send(retained(13, "r13"));   // a reconnect after an outage: 11, 12 were missed
+    send(frame_of(14, "l14"));
+    send(wire::encode_end_of_stream(15, 0));
+    const auto got = drain(sub);
+    CHECK(got == std::vector<std::string>{"r5", "l9", "l10", "r13", "l14"});
+    CHECK(sub.stats().retained == 2);
+    CHECK(sub.stats().gaps == 2);
+    CHECK(sub.stats().gap_events == 1);
+  }
+  zmq_close(raw);
+  zmq_ctx_term(ctx);
+}
+
+TEST_CASE("the encoder names its last message, and a retained single frame decodes with the flag", "[wire][retain]") {
+  wire::FrameEncoder enc;
+  enc.begin(7, 1);
+  enc.add("first");
+  CHECK(enc.last_message() == "first");
+  CHECK(enc.last_seq() == 7);
+  enc.add("second");
+  enc.add("third");
+  (void)enc.finish();
+  CHECK(enc.last_message() == "third");
+  CHECK(enc.last_seq() == 9);
+  enc.begin(20, 2);
+  enc.add("solo");
+  (void)enc.finish();  // a single frame moves its header, not the payload
+  CHECK(enc.last_message() == "solo");
+  const std::string f = wire::encode_single(enc.last_seq(), enc.ts_ns(), enc.last_message(), 77, wire::kFlagRetained);
+  wire::DecodedFrame d;
+  REQUIRE(wire::decode_frame(f, d) == wire::DecodeStatus::ok);
+  CHECK(d.header.retained());
+  CHECK(d.header.seq == 20);
+  CHECK(d.header.stream == 77);
+  REQUIRE(d.messages.size() == 1);
+  CHECK(d.messages[0] == "solo");
+}
+
 TEST_CASE("CURVE: an encrypted data plane delivers to a client holding the key and not to one without",
           "[data_plane]") {
   PublisherConfig cfg;

@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
         app.add_option("--linger", linger, "At end of stream, wait this long at most for consumers to take the rest");
         app.add_flag("--no-broker", o.no_broker, "Direct mode: bind and publish without registering with a broker");
         app.add_flag("--print-endpoint", o.print_endpoint, "Print the bound data endpoint on stdout once ready");
+        app.add_flag("--retain", o.retain,
+                     "Keep the last message: a subscriber that connects later gets it first (pubsub; while plh-pub "
+                     "runs)");
         app.add_flag("--stats", o.stats, "Print counters on stderr at exit");
         return [&]() -> int {
           plh::cli::apply_log_options("plh-pub", log);

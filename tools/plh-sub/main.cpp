@@ -4,6 +4,8 @@
 #include "plh/data/pubsub.hpp"
 #include "plh/core/text.hpp"
 
+#include <string>
+
 int main(int argc, char** argv) {
   plh::cli::LogOptions log;
   plh::SubOptions o;
@@ -31,11 +33,18 @@ int main(int argc, char** argv) {
         app.add_option("--pattern", pattern, "Direct mode: pubsub (SUB) or pipeline (PULL)");
         app.add_option("--schema", o.schema, "Refuse a channel whose schema is not ID[@VERSION] (exit 6)");
         app.add_option("--hwm", o.hwm, "High-water mark: frames queued before the publisher drops (pubsub)")->check(plh::cli::positive());
+        app.add_flag("--last", o.last,
+                     "Print the channel's last message and exit 0: at once when the publisher retains it "
+                     "(plh-pub --retain), else the next one");
         app.add_flag("--line-buffered", o.line_buffered, "Flush stdout after every message");
         app.add_flag("--stats", o.stats, "Print counters on stderr at exit: received, gaps, bytes, rate");
         return [&]() -> int {
           plh::cli::apply_log_options("plh-sub", log);
           if (o.channel.empty() && o.connect.empty()) throw plh::UsageError("CHANNEL is required (unless --connect)");
+          if (o.last) {
+            if (o.count > 1) throw plh::UsageError("--last prints one message: not with -n " + std::to_string(o.count));
+            o.count = 1;
+          }
           o.format = plh::parse_format(format);
           o.pattern = plh::parse_pattern(pattern);
           if (!timeout.empty()) o.timeout = plh::parse_duration(timeout);

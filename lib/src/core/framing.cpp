@@ -785,6 +785,7 @@ void FrameWriter::append_json(std::string_view payload, const MessageMeta& meta)
     p = put_int(p, meta.ts_ns);
     p = put(p, ",\"size\":");
     p = put_int(p, payload.size());
+    if (meta.retained) p = put(p, ",\"retained\":true");
     if (text) {
       p = put(p, ",\"data\":\"");
       p = put_escaped(p, payload);

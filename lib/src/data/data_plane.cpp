@@ -16,6 +16,7 @@
 #include <cstring>
 #include <algorithm>
 #include <random>
+#include <utility>
 
 #include "plh/core/error.hpp"
 #include "plh/data/pipeline.hpp"
@@ -340,10 +341,22 @@ int Publisher::consumers() {
   return subscriptions_;
 }
 
-int Publisher::service_fd() const { return pipeline_ ? pipeline_->service_fd() : -1; }
+int Publisher::service_fd() const {
+  if (pipeline_) return pipeline_->service_fd();
+  return retaining_ ? zmq_fd_ : -1;
+}
 
 void Publisher::service() {
-  if (pipeline_) pipeline_->service();
+  if (pipeline_) {
+    pipeline_->service();
+    return;
+  }
+  // pubsub with a retained frame: libzmq attaches a new subscriber (and sends it the
+  // retained frame) only when this thread enters libzmq; ZMQ_FD says when to.
+  drain_events();
+  int events = 0;
+  size_t len = sizeof events;
+  zmq_getsockopt(sock_, ZMQ_EVENTS, &events, &len);  // processes the rest and re-arms ZMQ_FD
 }
 
 std::string Publisher::undelivered() const { return pipeline_ ? pipeline_->undelivered() : std::string(); }
@@ -573,6 +586,17 @@ const ConnectionState& Subscriber::connection() {
   return conn_;
 }
 
+void Publisher::set_retained(std::string_view frame) {
+  if (cfg_.pattern != Pattern::pubsub) throw UsageError("a retained message is for the pubsub pattern only");
+  if (zmq_setsockopt(sock_, ZMQ_XPUB_WELCOME_MSG, frame.data(), frame.size()) != 0)
+    throw_zmq_error("cannot set the retained message");
+  if (!retaining_) {
+    size_t len = sizeof zmq_fd_;
+    if (zmq_getsockopt(sock_, ZMQ_FD, &zmq_fd_, &len) != 0) throw_zmq_error("cannot read ZMQ_FD");
+    retaining_ = true;
+  }
+}
+
 std::uint64_t Subscriber::account_tail(std::uint64_t final_seq) {
   if (expected_seq_ == 0 || final_seq < expected_seq_) return 0;
   const std::uint64_t lost = final_seq - expected_seq_ + 1;
@@ -613,30 +637,39 @@ const wire::DecodedFrame* Subscriber::try_receive() {
                            "): another program answers at the registered address; nothing of its stream was output");
     }
     last_frame_ = std::chrono::steady_clock::now();
+    // After a retained frame the live stream starts wherever the subscription took effect.
+    const bool may_jump = std::exchange(after_retained_, false);
     if (h.keepalive()) {
       ++stats_.keepalives;
       if (cfg_.pattern == Pattern::pubsub) {
-        if (expected_seq_ != 0 && h.seq > expected_seq_) report_gap(expected_seq_, h.seq);
+        if (expected_seq_ != 0 && h.seq > expected_seq_ && !may_jump) report_gap(expected_seq_, h.seq);
         if (expected_seq_ == 0 || h.seq > expected_seq_) expected_seq_ = h.seq;
       }
       continue;
     }
     if (h.end_of_stream()) {
-      if (cfg_.pattern == Pattern::pubsub && expected_seq_ != 0 && h.seq > expected_seq_)
+      if (cfg_.pattern == Pattern::pubsub && expected_seq_ != 0 && h.seq > expected_seq_ && !may_jump)
         report_gap(expected_seq_, h.seq);
       ended_ = true;
       end_seq_ = h.seq;
       if (worker_) worker_->end_of_stream();
       return &frame_;
     }
+    // A retained frame on a reconnect repeats a message already delivered: dropped.
+    if (h.retained() && expected_seq_ != 0 && h.seq < expected_seq_) continue;
     ++stats_.frames;
     if (worker_) worker_->received(frame_);
     stats_.messages += frame_.messages.size();
     for (auto m : frame_.messages) stats_.bytes += m.size();
     if (cfg_.pattern == Pattern::pubsub) {
-      if (expected_seq_ != 0 && h.seq > expected_seq_) report_gap(expected_seq_, h.seq);
-      else if (expected_seq_ != 0 && h.seq < expected_seq_)
+      if (h.retained()) ++stats_.retained;
+      if (h.retained() && expected_seq_ == 0) {
+        after_retained_ = true;  // the first frame of this subscriber: the live stream starts after it
+      } else if (expected_seq_ != 0 && h.seq > expected_seq_ && !may_jump) {
+        report_gap(expected_seq_, h.seq);
+      } else if (expected_seq_ != 0 && h.seq < expected_seq_) {
         spdlog::info("sequence restarted at {} (expected {}): a new publisher?", h.seq, expected_seq_);
+      }
       expected_seq_ = h.seq + h.count;
     }
     return &frame_;

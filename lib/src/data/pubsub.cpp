@@ -180,6 +180,8 @@ int run_publisher(const PubOptions& o) {
   if (o.hwm <= 0) throw UsageError("--hwm must be at least 1");
   if (o.rate < 0 || !std::isfinite(o.rate)) throw UsageError("--rate must be a positive number");
   if (o.wait_subscribers < 0) throw UsageError("--wait-subscribers must not be negative");
+  if (o.retain && o.pattern != Pattern::pubsub)
+    throw UsageError("--retain is for --pattern pubsub (a pipeline gives each message to one worker)");
   const SchemaRef schema = parse_schema(o.schema);
 
   std::unique_ptr<BrokerClient> client;
@@ -242,6 +244,7 @@ int run_publisher(const PubOptions& o) {
     if (!schema.text.empty()) reg.metadata["schema"] = schema.text;
     reg.metadata["format"] = std::string(format_name(o.format));
     reg.metadata["plh_stream"] = pub.stream();  // subscribers check every frame's stream id against it
+    if (o.retain) reg.metadata["plh_retain"] = true;  // plh-sub --last gets a value at once
     if (cfg.curve) reg.pubkey = cfg.curve->public_key;
     pub.set_allowed_keys(allowed_keys_from_ack(client->register_channel(reg, metrics)));
     spdlog::info("registered channel '{}'", o.channel);
@@ -342,6 +345,9 @@ int run_publisher(const PubOptions& o) {
     }
     const std::uint32_t n = enc.count();
     if (!pub.send(enc.finish(), wake)) break;  // woken: stop or closing, see the loop top
+    if (o.retain)  // the frame's last message, for subscribers that connect later
+      pub.set_retained(
+          wire::encode_single(enc.last_seq(), enc.ts_ns(), enc.last_message(), pub.stream(), wire::kFlagRetained));
     seq += n;
     sent += n;
     bytes += frame_bytes;
@@ -379,6 +385,7 @@ struct Attachment {
   SubscriberConfig cfg;
   std::string producer_host;
   std::chrono::milliseconds heartbeat_timeout{5000};
+  bool retains = false;  // the publisher registered with --retain
 };
 
 // Why one publisher's stream ended.
@@ -542,6 +549,7 @@ int run_subscriber(const SubOptions& o) {
       if (auto it = md.find("plh_stream"); it != md.end() && it->is_number_unsigned() &&
                                             it->get<std::uint64_t>() <= 0xFFFFFFFFu)
         a.cfg.expected_stream = static_cast<std::uint32_t>(it->get<std::uint64_t>());
+      if (auto it = md.find("plh_retain"); it != md.end() && it->is_boolean()) a.retains = it->get<bool>();
     }
     if (info.contains("producer_hostname") && info["producer_hostname"].is_string())
       a.producer_host = info["producer_hostname"].get<std::string>();
@@ -549,6 +557,9 @@ int run_subscriber(const SubOptions& o) {
       a.heartbeat_timeout = std::chrono::milliseconds(std::min<std::uint64_t>(it->get<std::uint64_t>(), 3'600'000));
     spdlog::info("channel '{}' at {} ({}{})", o.channel, a.cfg.endpoint, pattern_name(a.cfg.pattern),
                  a.cfg.server_key ? ", CURVE" : "");
+    if (o.last && !a.retains)
+      spdlog::info("the publisher of '{}' keeps no last message (plh-pub --retain): waiting for the next one",
+                   o.channel);
     return a;
   };
 
@@ -638,6 +649,7 @@ int run_subscriber(const SubOptions& o) {
           MessageMeta meta;
           meta.channel = o.channel;
           meta.ts_ns = h.ts_ns;
+          meta.retained = h.retained();
           std::uint64_t seq = h.seq;
           bool count_reached = false;
           for (auto m : f->messages) {

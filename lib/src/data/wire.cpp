@@ -55,9 +55,11 @@ Header read_header(const char* in) {
   return h;
 }
 
-std::string encode_single(std::uint64_t seq, std::int64_t ts_ns, std::string_view payload, std::uint32_t stream) {
+std::string encode_single(std::uint64_t seq, std::int64_t ts_ns, std::string_view payload, std::uint32_t stream,
+                          std::uint32_t flags) {
   std::string out(kHeaderSize + payload.size(), '\0');
   Header h;
+  h.flags = flags;
   h.stream = stream;
   h.seq = seq;
   h.ts_ns = ts_ns;
@@ -108,7 +110,14 @@ void FrameEncoder::add(std::string_view payload) {
   put_le(buf_.data() + at, static_cast<std::uint32_t>(payload.size()));
   if (!payload.empty()) std::memcpy(buf_.data() + at + kRecordPrefix, payload.data(), payload.size());
   if (count_ == 0) first_record_size_ = payload.size();
+  last_record_at_ = at + kRecordPrefix;
+  last_record_size_ = payload.size();
   ++count_;
+}
+
+std::string_view FrameEncoder::last_message() const {
+  if (count_ == 0) return {};
+  return std::string_view(buf_).substr(last_record_at_, last_record_size_);
 }
 
 std::size_t FrameEncoder::size() const {

@@ -103,6 +103,7 @@ struct MessageMeta {
   std::string_view channel;
   std::uint64_t seq = 0;
   std::int64_t ts_ns = 0;
+  bool retained = false;       // pubsub: the publisher's retained last message (json: "retained":true)
   bool has_slot_meta = false;  // shm: json output also shows type_hash and dims
   std::uint64_t type_hash = 0;
   std::array<std::uint64_t, 4> dims{};

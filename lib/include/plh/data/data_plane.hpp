@@ -130,8 +130,16 @@ class Publisher {
 
   std::uint64_t frames_sent() const { return frames_sent_; }
 
+  // pubsub: the frame every subscriber that connects from now on gets first, before the
+  // live stream (plh-pub --retain: its last message as a wire::kFlagRetained frame).
+  // Through ZeroMQ's XPUB welcome message, so subscribers already connected never see it
+  // again. UsageError for the pipeline pattern.
+  void set_retained(std::string_view frame);
+
   // pipeline: a file descriptor that is readable when worker messages wait; call
-  // service() then (-1 for pubsub). Lets an idle plh-pub re-send a dead worker's work.
+  // service() then. Lets an idle plh-pub re-send a dead worker's work. pubsub: -1, or
+  // with a retained frame the socket's ZMQ_FD, so an idle plh-pub attaches a new
+  // subscriber (and hands it the retained frame) at once.
   int service_fd() const;
   void service();
   // Empty when everything sent was delivered and confirmed (pipeline); else what was not.
@@ -151,6 +159,8 @@ class Publisher {
   std::string bound_, endpoint_;
   int subscriptions_ = 0;  // pubsub: live subscriptions other than plh-sub's marker
   int plh_subs_ = 0;       // pubsub: live plh-sub marker subscriptions
+  bool retaining_ = false; // pubsub: set_retained was called; service_fd() is ZMQ_FD
+  int zmq_fd_ = -1;
   std::uint64_t frames_sent_ = 0;
   std::chrono::steady_clock::time_point last_send_{};
 };
@@ -175,6 +185,7 @@ struct SubscriberStats {
   std::uint64_t malformed = 0;  // frames skipped as malformed
   std::uint64_t keepalives = 0; // keepalive frames
   std::uint64_t dropped_connections = 0;  // data connection lost after a handshake (e.g. an oversized frame)
+  std::uint64_t retained = 0;   // retained frames (plh-pub --retain), included in messages
 };
 
 // The data connection as libzmq's socket monitor reports it.
@@ -207,7 +218,12 @@ class Subscriber {
   // returned frame stays valid until the next call. An end-of-stream marker is returned
   // as a frame with header.end_of_stream() and no messages; ended() is true afterwards.
   // Sequence gaps (pubsub) are counted and reported on stderr, rate-limited. Keepalives
-  // are consumed here (they position the sequence). A frame whose stream id is not
+  // are consumed here (they position the sequence). A retained frame (the publisher's
+  // last message, first on every new connection) that is the first frame seen positions
+  // the sequence, and the jump to the first live frame after it is not a gap: frames
+  // sent between the connection and the subscription reaching the publisher were never
+  // meant for this subscriber. On a reconnect, a retained frame already delivered is
+  // dropped, and a newer one is checked for gaps like any frame. A frame whose stream id is not
   // expected_stream throws StreamMismatch before anything of it is handed out.
   const wire::DecodedFrame* try_receive();
   // The monitor's view of the data connection (drains pending events; call it when
@@ -251,6 +267,7 @@ class Subscriber {
   wire::DecodedFrame frame_;
   SubscriberStats stats_;
   std::uint64_t expected_seq_ = 0;  // 0: nothing seen yet
+  bool after_retained_ = false;     // the last frame was a retained one: the next may jump
   bool ended_ = false;
   std::uint64_t end_seq_ = 0;
   std::string label_;

@@ -40,6 +40,7 @@ struct PubOptions {
   std::chrono::milliseconds linger{5000};  // end-of-stream delivery bound
   bool no_broker = false;
   bool print_endpoint = false;           // print the bound endpoint on stdout
+  bool retain = false;                   // --retain: a subscriber that connects gets the last message first
   bool stats = false;
   cli::BrokerOptions broker;
   int in_fd = 0;
@@ -60,6 +61,7 @@ struct SubOptions {
   std::int64_t max_queue_bytes = 256 << 20;  // what the data socket may queue
   bool follow = false;                   // stay on the channel across publishers (tail -F)
   bool line_buffered = false;            // flush stdout after every message
+  bool last = false;                     // --last: the retained (else the next) message, then exit 0
   bool stats = false;
   cli::BrokerOptions broker;
   int out_fd = 1;

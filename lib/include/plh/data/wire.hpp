@@ -4,7 +4,7 @@
 //
 //   offset type field
 //   0      u32  magic 0x31484C50 ("PLH1")
-//   4      u32  flags: bit 0 end of stream, bit 1 batch, bit 2 keepalive
+//   4      u32  flags: bit 0 end of stream, bit 1 batch, bit 2 keepalive, bit 3 retained
 //   8      u64  seq of the (first) message; on an EOS marker or keepalive the seq the
 //               next message would have had (so a receiver knows what was sent)
 //   16     i64  ts_ns (CLOCK_REALTIME when published)
@@ -18,6 +18,9 @@
 // when it has been idle for a while, so subscribers can tell a live quiet publisher from
 // a dead one by the data connection alone. A reader that knows nothing of keepalives
 // sees an empty batch (no messages, seq unchanged).
+// A retained frame (plh-pub --retain) is a single frame with flag retained: the
+// publisher's last message (its own seq and ts_ns), which a subscriber gets first when it
+// connects (ZeroMQ's XPUB welcome message), before the live stream.
 // FrameEncoder builds frames without allocating in steady state; decode_frame() checks
 // every field and every record against the frame end before handing out any message,
 // so a hostile frame is reported as malformed and never read out of bounds.
@@ -35,6 +38,7 @@ inline constexpr std::size_t kHeaderSize = 32;
 inline constexpr std::uint32_t kFlagEndOfStream = 1u << 0;
 inline constexpr std::uint32_t kFlagBatch = 1u << 1;
 inline constexpr std::uint32_t kFlagKeepalive = 1u << 2;
+inline constexpr std::uint32_t kFlagRetained = 1u << 3;
 inline constexpr std::size_t kRecordPrefix = 4;
 
 struct Header {
@@ -48,6 +52,7 @@ struct Header {
   bool end_of_stream() const { return (flags & kFlagEndOfStream) != 0; }
   bool batch() const { return (flags & kFlagBatch) != 0; }
   bool keepalive() const { return (flags & kFlagKeepalive) != 0; }
+  bool retained() const { return (flags & kFlagRetained) != 0; }
 };
 
 // Writes the 32 header bytes (little endian) to out.
@@ -57,7 +62,7 @@ Header read_header(const char* in);
 
 // One single-message frame: header (count 1, no batch flag) + payload.
 std::string encode_single(std::uint64_t seq, std::int64_t ts_ns, std::string_view payload,
-                          std::uint32_t stream = 0);
+                          std::uint32_t stream = 0, std::uint32_t flags = 0);
 // End-of-stream marker: flag EOS, count 0, seq = the seq the next message would have had
 // (so a receiver knows how many were sent: the final seq is next_seq - 1), empty payload.
 std::string encode_end_of_stream(std::uint64_t next_seq, std::int64_t ts_ns, std::uint32_t stream = 0);
@@ -80,6 +85,11 @@ class FrameEncoder {
   std::size_t size() const;
   // Finishes the frame; the view stays valid until the next begin().
   std::string_view finish();
+  // The last message added (valid until the next begin()); empty when none.
+  std::string_view last_message() const;
+  // seq of the last message added.
+  std::uint64_t last_seq() const { return first_seq_ + count_ - (count_ > 0 ? 1 : 0); }
+  std::int64_t ts_ns() const { return ts_ns_; }
 
  private:
   std::string buf_;                  // header + records
@@ -88,6 +98,8 @@ class FrameEncoder {
   std::uint32_t count_ = 0;
   std::uint32_t stream_ = 0;
   std::size_t first_record_size_ = 0;
+  std::size_t last_record_at_ = 0;  // offset of the last record's payload in buf_
+  std::size_t last_record_size_ = 0;
 };
 
 enum class DecodeStatus {
