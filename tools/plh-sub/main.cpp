@@ -34,8 +34,8 @@ int main(int argc, char** argv) {
         app.add_option("--schema", o.schema, "Refuse a channel whose schema is not ID[@VERSION] (exit 6)");
         app.add_option("--hwm", o.hwm, "High-water mark: frames queued before the publisher drops (pubsub)")->check(plh::cli::positive());
         app.add_flag("--last", o.last,
-                     "Print the channel's last message and exit 0: at once when the publisher retains it "
-                     "(plh-pub --retain), else the next one");
+                     "Print the channel's last message and exit 0: at once when the publisher retains it, "
+                     "else the next one");
         app.add_flag("--line-buffered", o.line_buffered, "Flush stdout after every message");
         app.add_flag("--stats", o.stats, "Print counters on stderr at exit: received, gaps, bytes, rate");
         return [&]() -> int {
