@@ -12,6 +12,7 @@
 #include <string>
 
 #include "plh/control/broker_client.hpp"
+#include "plh/core/text.hpp"
 #include "process.hpp"
 #include "test_broker_process.hpp"
 
@@ -703,4 +704,24 @@ TEST_CASE("plh-sub --wait also waits for the broker to come up", "[e2e][pubsub]"
   CHECK(r.out == "1\n2\n3\n");
   CHECK(r.err.empty());
   CHECK(p.wait(20s).code == 0);
+}
+
+TEST_CASE("a second producer with another schema: both sides are told in a user's words, with pids and schema IDs",
+          "[e2e][pubsub][schema]") {
+  // Issue 13 bug 13: no protocol words (SCHEMA_MISMATCH, CHANNEL_ERROR_NOTIFY, raw JSON).
+  auto b = BrokerProcess::start();
+  const auto env = env_for(b);
+  const std::string ch = channel("lab.imu");
+  auto first = listed_publisher(b, env, ch, {"--schema", "imu@3"});
+  auto second = Child::spawn({PLH_PUB_BIN, ch, "--schema", "imu@4"}, env);
+  const auto r = second.wait(20s);
+  CHECK(r.code == 6);
+  CHECK(r.err == "plh-pub: error: channel '" + ch + "' is already published by pid " + std::to_string(first.pid()) +
+                     " on " + plh::hostname() + " with schema imu@3, not imu@4\n");
+  first.close_stdin();
+  const auto f = first.wait(20s);
+  CHECK(f.code == 0);
+  CHECK(f.err.find("another producer (pid " + std::to_string(second.pid()) + " on " + plh::hostname() +
+                   ") tried to publish '" + ch + "' with schema imu@4") != std::string::npos);
+  CHECK(f.err.find('{') == std::string::npos);
 }

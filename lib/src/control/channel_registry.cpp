@@ -183,6 +183,17 @@ std::string hex_u64(std::uint64_t v) {
 }
 }  // namespace
 
+namespace {
+// A schema as users name it: the producer's --schema text (metadata "schema") when it
+// gave one, else "none" or the hash in hex.
+std::string schema_label(const json& metadata, std::uint64_t hash) {
+  if (metadata.is_object())
+    if (auto it = metadata.find("schema"); it != metadata.end() && it->is_string() && !it->get_ref<const std::string&>().empty())
+      return it->get<std::string>();
+  return hash == 0 ? std::string("(none)") : "hash " + hex_u64(hash);
+}
+}  // namespace
+
 void ChannelRegistry::rebuild_prefixes(Channel& ch, milliseconds interval) {
   // What DISC_ACK and a LIST_ACK entry share (json objects keep their keys sorted, so the
   // order of insertion does not matter).
@@ -261,12 +272,15 @@ void ChannelRegistry::on_reg(const PeerInfo& peer, const json& req, SteadyTime n
                    {"schema_hash", old.schema_hash},
                    {"attempted_schema_hash", ch.schema_hash},
                    {"attempted_schema_version", ch.schema_version},
+                   {"attempted_schema", schema_label(ch.metadata, ch.schema_hash)},
                    {"attempted_pid", ch.producer.pid},
                    {"attempted_hostname", ch.producer.hostname}};
       out.push_back(Outbound{old.producer.identity, std::string(p::kChannelErrorNotify), note.dump()});
-      throw p::ProtocolError(p::kSchemaMismatch, "channel '" + ch.name + "' is registered with schema hash " +
-                                                     std::to_string(old.schema_hash) + ", not " +
-                                                     std::to_string(ch.schema_hash));
+      throw p::ProtocolError(p::kSchemaMismatch,
+                             "channel '" + ch.name + "' is already published by pid " +
+                                 std::to_string(old.producer.pid) + " on " + old.producer.hostname + " with schema " +
+                                 schema_label(old.metadata, old.schema_hash) + ", not " +
+                                 schema_label(ch.metadata, ch.schema_hash));
     } else {
       const std::string owner = "pid " + std::to_string(old.producer.pid) + " on " +
                                 (old.producer.hostname.empty() ? "?" : old.producer.hostname);
@@ -387,12 +401,13 @@ void ChannelRegistry::on_consumer_reg(const PeerInfo& peer, const json& req, Ste
                  {"event", "consumer_schema_mismatch"},
                  {"schema_hash", ch.schema_hash},
                  {"attempted_schema_hash", *c.expected_schema_hash},
+                 {"attempted_schema", schema_label(json(), *c.expected_schema_hash)},
                  {"attempted_pid", c.pid},
                  {"attempted_hostname", c.hostname}};
     out.push_back(Outbound{ch.producer.identity, std::string(p::kChannelErrorNotify), note.dump()});
-    throw p::ProtocolError(p::kSchemaMismatch, "channel '" + name + "' has schema hash " +
-                                                   std::to_string(ch.schema_hash) + ", expected " +
-                                                   std::to_string(*c.expected_schema_hash));
+    throw p::ProtocolError(p::kSchemaMismatch, "channel '" + name + "' has schema " +
+                                                   schema_label(ch.metadata, ch.schema_hash) + ", expected " +
+                                                   schema_label(json(), *c.expected_schema_hash));
   }
   // The same consumer again (its token): update it; anything else is a new entry.
   auto existing = std::find_if(ch.consumers.begin(), ch.consumers.end(), [&](const Consumer& x) { return owns(x, token); });

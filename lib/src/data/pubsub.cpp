@@ -174,6 +174,29 @@ std::string consumer_progress(BrokerClient* client, const std::string& channel, 
 }
 }  // namespace
 
+namespace {
+// A CHANNEL_ERROR_NOTIFY in a user's words: who was refused on this producer's channel.
+std::string channel_error_text(const std::string& channel, const nlohmann::json& body) {
+  auto text = [&](const char* key) {
+    auto it = body.find(key);
+    return it != body.end() && it->is_string() ? printable(it->get<std::string>(), 64) : std::string("?");
+  };
+  auto number = [&](const char* key) {
+    auto it = body.find(key);
+    return it != body.end() && it->is_number_integer() ? std::to_string(it->get<std::int64_t>()) : std::string("?");
+  };
+  const std::string who = "pid " + number("attempted_pid") + " on " + text("attempted_hostname");
+  const std::string event = text("event");
+  if (event == "schema_mismatch")
+    return "another producer (" + who + ") tried to publish '" + channel + "' with schema " +
+           text("attempted_schema") + "; the broker refused it, this one goes on";
+  if (event == "consumer_schema_mismatch")
+    return "a consumer (" + who + ") of '" + channel + "' expects schema " + text("attempted_schema") +
+           "; the broker refused it";
+  return "the broker reports a problem on '" + channel + "' (" + event + ", " + who + ")";
+}
+}  // namespace
+
 int run_publisher(const PubOptions& o) {
   install_stop_handlers();
   if (!o.channel.empty() || !o.no_broker) validate_channel_name(o.channel);
@@ -232,7 +255,7 @@ int run_publisher(const PubOptions& o) {
       } else if (type == "CONSUMER_DIED_NOTIFY") {
         spdlog::info("a consumer of '{}' died (pid {})", channel, body.value("consumer_pid", 0));
       } else if (type == "CHANNEL_ERROR_NOTIFY") {
-        spdlog::warn("channel '{}': {}", channel, body.dump());
+        spdlog::warn("{}", channel_error_text(channel, body));
       }
     });
     ChannelRegistration reg;
