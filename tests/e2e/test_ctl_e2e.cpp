@@ -279,4 +279,48 @@ TEST_CASE("plh-ctl list and info --json carry the schema hash also as an exact h
   CHECK(list.out.find(std::string("\"schema_hash_hex\":\"") + want + "\"") != std::string::npos);
 }
 
+TEST_CASE("plh-ctl bench: throughput and latency here, and pub/sub roles found through the broker", "[e2e][ctl][bench]") {
+  // Here: publisher and subscriber in one process, no broker.
+  auto r = plh::test::run({PLH_CTL_BIN, "bench", "-n", "20000", "--latency-count", "50", "--rate", "2000", "--json"});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto j = json::parse(r.out);
+  CHECK(j["role"] == "both");
+  CHECK(j["publisher"]["sent"] == 20000);
+  CHECK(j["subscriber"]["received"] == 20000);
+  CHECK(j["subscriber"]["lost"] == 0);
+  CHECK(j["latency_us"]["count"] == 50);
+  CHECK(j["latency_us"]["p50"].get<double>() > 0);
+
+  // Across processes (hosts, in a lab) through a broker: the sub role needs no parameters.
+  auto b = BrokerProcess::start();
+  const std::map<std::string, std::string> env{{"PLH_BROKER", b.endpoint}};
+  auto pub = Child::spawn({PLH_CTL_BIN, "bench", "--role", "pub", "lab.bench", "-n", "30000", "--latency-count", "20",
+                           "-s", "256", "--json", "-W", "30"},
+                          env);
+  r = plh::test::run({PLH_CTL_BIN, "bench", "--role", "sub", "lab.bench", "--wait", "-W", "30", "--json"}, "", 40s, env);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  j = json::parse(r.out);
+  CHECK(j["size"] == 256);
+  CHECK(j["subscriber"]["received"] == 30000);
+  CHECK(j["latency_us"]["count"] == 20);
+  const auto pr = pub.wait(30s);
+  CHECK(pr.code == 0);
+  CHECK(json::parse(pr.out)["publisher"]["sent"] == 30000);
+
+  // Bad input.
+  CHECK(plh::test::run({PLH_CTL_BIN, "bench", "-s", "0"}).code == 2);
+  r = plh::test::run({PLH_CTL_BIN, "bench", "--role", "x"});
+  CHECK(r.code == 2);
+  CHECK(r.err == "plh-ctl: error: --role must be both, pub or sub, not 'x'\n");
+  r = plh::test::run({PLH_CTL_BIN, "bench", "--role", "sub", "no.such"}, "", 20s, env);
+  CHECK(r.code == 4);
+  plh::BrokerClient producer(cfg_for(b.endpoint));
+  producer.register_channel(reg("not.bench"));
+  r = plh::test::run({PLH_CTL_BIN, "bench", "--role", "sub", "not.bench"}, "", 20s, env);
+  CHECK(r.code == 4);
+  CHECK(r.err.find("is not a plh-ctl bench channel") != std::string::npos);
+}
+
 #endif

@@ -8,6 +8,7 @@
 #include "plh/core/curve.hpp"
 #include "plh/core/error.hpp"
 #include "plh/core/text.hpp"
+#include "plh/data/bench.hpp"
 
 namespace {
 struct Options {
@@ -15,6 +16,7 @@ struct Options {
   plh::cli::BrokerOptions broker;
   bool json = false, watch = false, force = false;
   std::string channel, timeout, out, admin_token_file, interval = "1s", tool;
+  plh::BenchOptions bench;
 };
 
 plh::BrokerClientConfig client_config(const Options& o) {
@@ -35,6 +37,7 @@ std::optional<std::string> admin_token(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
+  std::string bench_size = "64", bench_timeout = "60s";
   return plh::cli::run("plh-ctl", "Control queries against a plh broker", argc, argv, [&](CLI::App& app) {
     plh::cli::add_log_options(app, o.log);
     plh::cli::add_broker_options(app, o.broker);
@@ -67,12 +70,36 @@ int main(int argc, char** argv) {
     stats->add_flag("--watch", o.watch, "Refresh until interrupted");
     stats->add_option("--interval", o.interval, "Refresh interval for --watch");
     json_flag(stats);
+    auto* bench = app.add_subcommand("bench", "Data-plane throughput and latency, here or across hosts");
+    bench->add_option("CHANNEL", o.bench.channel, "Channel for --role pub/sub (default plh.bench)");
+    bench->add_option("--role", o.bench.role,
+                      "both (publisher and subscriber here, loopback, no broker), pub, or sub (found through the "
+                      "broker)");
+    bench->add_option("-s,--size", bench_size, "Bytes per message (default 64)");
+    bench->add_option("-n,--count", o.bench.count, "Messages in the throughput phase (default 1000000)")
+        ->check(plh::cli::positive());
+    bench->add_option("--latency-count", o.bench.latency_count,
+                      "Messages in the latency phase, sent at --rate (default 2000; 0: none)");
+    bench->add_option("--rate", o.bench.rate, "Latency phase: messages per second (default 1000)")
+        ->check(plh::cli::positive());
+    bench->add_option("--subscribers", o.bench.subscribers, "pub: subscribers to wait for (default 1)")
+        ->check(plh::cli::positive());
+    bench->add_option("-W,--timeout", bench_timeout, "Give up waiting after this long (default 60s; exit 3)");
+    bench->add_flag("--wait", o.bench.wait, "sub: wait for the bench channel to appear instead of exit 4");
+    json_flag(bench);
     auto* config = app.add_subcommand("config", "Options in effect from defaults files and profiles, and their source");
     config->add_option("TOOL", o.tool, "Only what applies to this tool (plh-pub, plh-sub, ...), with its status");
     json_flag(config);
-    return [&, list, info, ping, wait, close, keygen, stats, config]() -> int {
+    return [&, list, info, ping, wait, close, keygen, stats, config, bench]() -> int {
       plh::cli::apply_log_options("plh-ctl", o.log);
       namespace ctl = plh::ctl;
+      if (*bench) {
+        o.bench.json = o.json;
+        o.bench.broker = o.broker;
+        o.bench.size = static_cast<std::size_t>(plh::parse_size(bench_size));
+        o.bench.timeout = plh::parse_duration(bench_timeout);
+        return plh::run_bench(o.bench, stdout);
+      }
       if (*config) {
         const std::string text = plh::cli::describe_config(app, o.tool, o.json);
         std::fwrite(text.data(), 1, text.size(), stdout);
