@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages plh needs to build and test, when any is missing.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libzmq3-dev cppzmq-dev libcli11-dev nlohmann-json3-dev
-      libspdlog-dev libicu-dev catch2 libsodium-dev libxxhash-dev python3 python3-zmq procps
+      libspdlog-dev libicu-dev libsimdjson-dev catch2 libsodium-dev libxxhash-dev python3 python3-zmq procps
       iproute2 iptables util-linux clang libclang-rt-14-dev man-db adduser zsh)
 pkgs+=(python3-numpy python3-pytest)  # the Python package plh (python/) and its pytest suite
 [ "${1:-}" = "--bench" ] && pkgs+=(mosquitto mosquitto-clients hyperfine iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev)

@@ -374,6 +374,19 @@ TEST_CASE("UTF-8 validation", "[framing]") {
   CHECK_FALSE(plh::is_valid_utf8("\xf4\x90\x80\x80"));                // > U+10FFFF
   CHECK_FALSE(plh::is_valid_utf8("abcdefgh\x80"));                    // stray continuation
   CHECK_FALSE(plh::is_valid_utf8("\xff"));
+  // Inputs of 64 bytes and more take simdjson's validator: the same verdicts, wherever the
+  // sequence sits (start, middle, the last bytes, cut off at the end).
+  const std::vector<std::pair<std::string, bool>> seqs{
+      {"\xc3\xa4\xe2\x82\xac\xf0\x9f\x98\x80", true}, {"\xc3", false}, {"\xc0\xaf", false},
+      {"\xe0\x80\xaf", false}, {"\xed\xa0\x80", false}, {"\xf4\x90\x80\x80", false},
+      {"\x80", false}, {"\xff", false}, {"\xef\xbf\xbf", true}, {"\xf4\x8f\xbf\xbf", true}};
+  for (const auto& [bytes, valid] : seqs)
+    for (std::size_t before : {0u, 33u, 64u, 200u, 4096u})
+      for (std::size_t after : {0u, 1u, 63u, 100u}) {
+        const std::string text = std::string(before, 'a') + bytes + std::string(after, 'z');
+        INFO(before << " + sequence + " << after);
+        CHECK(plh::is_valid_utf8(text) == valid);
+      }
   std::string out;
   plh::append_json_escaped(out, "a\"\\\n\x02");
   CHECK(out == "a\\\"\\\\\\n\\u0002");

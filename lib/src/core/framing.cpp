@@ -1,6 +1,7 @@
 #include "plh/core/framing.hpp"
 
 #include <poll.h>
+#include <simdjson.h>
 #include <sodium.h>
 #include <unistd.h>
 
@@ -373,7 +374,13 @@ JsonPayload scan_json_payload(std::string_view line, std::string& data, std::str
 
 }  // namespace
 
-bool is_valid_utf8(std::string_view str) noexcept {
+namespace {
+// Below 64 bytes (a line, a short message: what is validated once per message) this loop
+// beats simdjson's call; above, simdjson's SIMD validator is 2-20x faster
+// (bench/bench_simdjson.cpp, docs/performance.md "JSON and UTF-8").
+constexpr std::size_t kSimdUtf8From = 64;
+
+bool is_valid_utf8_short(std::string_view str) noexcept {
   const auto* s = reinterpret_cast<const unsigned char*>(str.data());
   const std::size_t n = str.size();
   std::size_t i = 0;
@@ -413,6 +420,12 @@ bool is_valid_utf8(std::string_view str) noexcept {
     i += len;
   }
   return true;
+}
+}  // namespace
+
+bool is_valid_utf8(std::string_view str) noexcept {
+  if (str.size() < kSimdUtf8From) return is_valid_utf8_short(str);
+  return simdjson::validate_utf8(str.data(), str.size());
 }
 
 void append_json_escaped(std::string& out, std::string_view s) {
