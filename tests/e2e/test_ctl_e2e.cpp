@@ -193,6 +193,11 @@ TEST_CASE("plh-ctl against a broker sending malformed replies: exit 1 and one li
        "plh-ctl: error: malformed LIST_ACK from the broker: a channel entry without a name\n"},
       {{{"status", "ok"}, {"channels", {{{"channel", 5}}}}}, {"stats"}, 1,
        "plh-ctl: error: malformed LIST_ACK from the broker: a channel entry without a name\n"},
+      // The table of list is built with simdjson: the same checks and messages.
+      {{{"status", "ok"}, {"channels", {{{"transport", "zmq"}}}}}, {"list"}, 1,
+       "plh-ctl: error: malformed LIST_ACK from the broker: a channel entry without a name\n"},
+      {{{"status", "ok"}, {"channels", {5}}}, {"list"}, 1,
+       "plh-ctl: error: malformed LIST_ACK from the broker: a channel entry without a name\n"},
       {{{"channels", json::array()}}, {"list"}, 1,
        "plh-ctl: error: malformed reply to LIST_REQ from the broker: no \"status\":\"ok\"\n"},
       {ok, {"--broker-timeout", "300ms", "ping"}, 1,

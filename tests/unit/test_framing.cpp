@@ -386,7 +386,19 @@ TEST_CASE("UTF-8 validation", "[framing]") {
         const std::string text = std::string(before, 'a') + bytes + std::string(after, 'z');
         INFO(before << " + sequence + " << after);
         CHECK(plh::is_valid_utf8(text) == valid);
+        CHECK(plh::detail::is_valid_utf8_scalar(text) == valid);
       }
+  // Differential: random bytes biased towards UTF-8 lead and continuation bytes, both paths.
+  std::mt19937 rng(12345);
+  for (int i = 0; i < 20000; ++i) {
+    std::string text(std::uniform_int_distribution<int>(0, 300)(rng), 'a');
+    for (auto& c : text) {
+      const int r = std::uniform_int_distribution<int>(0, 9)(rng);
+      c = static_cast<char>(r < 5 ? 'a' + r : r < 8 ? 0x80 + (rng() % 64) : 0xC0 + (rng() % 64));
+    }
+    INFO(i);
+    CHECK(plh::is_valid_utf8(text) == plh::detail::is_valid_utf8_scalar(text));
+  }
   std::string out;
   plh::append_json_escaped(out, "a\"\\\n\x02");
   CHECK(out == "a\\\"\\\\\\n\\u0002");

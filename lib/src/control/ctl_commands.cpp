@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <simdjson.h>
 
 #include "plh/core/curve.hpp"
 #include "plh/core/error.hpp"
@@ -122,6 +123,77 @@ const json& channels_of(const json& ack) {
   return *it;
 }
 
+// `plh-ctl list`'s rows from the LIST_ACK text through simdjson's DOM: for 10,000
+// channels (4.6 MB) a few ms, where building an nlohmann tree took ~170 ms
+// (bench/bench_simdjson.cpp). The cells are the same as str()/num()/schema_text() give.
+namespace sj = simdjson::dom;
+
+std::string cell(const sj::element& e) {
+  switch (e.type()) {
+    case sj::element_type::STRING: {
+      const std::string_view v = e.get_string().value_unsafe();
+      return v.empty() ? std::string("-") : std::string(v);
+    }
+    case sj::element_type::INT64: return std::to_string(e.get_int64().value_unsafe());
+    case sj::element_type::UINT64: return std::to_string(e.get_uint64().value_unsafe());
+    case sj::element_type::NULL_VALUE: return "-";
+    default: return simdjson::minify(e);
+  }
+}
+
+std::string cell(const sj::object& o, std::string_view key) {
+  sj::element e;
+  return o.at_key(key).get(e) == simdjson::SUCCESS ? cell(e) : std::string("-");
+}
+
+double number(const sj::object& o, std::string_view key) {
+  sj::element e;
+  if (o.at_key(key).get(e) != simdjson::SUCCESS) return 0;
+  double d = 0;
+  return e.is_number() && e.get_double().get(d) == simdjson::SUCCESS ? d : 0.0;
+}
+
+std::string schema_cell(const sj::object& ch) {
+  sj::object md;
+  std::string_view schema;
+  if (ch.at_key("metadata").get_object().get(md) == simdjson::SUCCESS &&
+      md.at_key("schema").get_string().get(schema) == simdjson::SUCCESS && !schema.empty())
+    return printable(schema, 64);
+  if (const std::string version = cell(ch, "schema_version"); version != "-") return version;
+  std::uint64_t hash = 0;
+  if (ch.at_key("schema_hash").get_uint64().get(hash) != simdjson::SUCCESS || hash == 0) return "-";
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, hash);
+  return buf;
+}
+
+std::vector<std::vector<std::string>> list_rows(const std::string& text) {
+  sj::parser parser;
+  sj::element doc;
+  sj::array channels;
+  if (parser.parse(text).get(doc) != simdjson::SUCCESS || doc["channels"].get_array().get(channels) != simdjson::SUCCESS)
+    throw Error(ExitCode::failure, "malformed LIST_ACK from the broker: no channels array");
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(channels.size() + 1);
+  // UPTIME: since the channel registered; HEARTBEAT: since the producer was last heard.
+  rows.push_back({"CHANNEL", "TRANSPORT", "PATTERN", "PRODUCER", "CONSUMERS", "SCHEMA", "STATE", "UPTIME", "HEARTBEAT"});
+  for (sj::element e : channels) {
+    sj::object ch;
+    std::string_view name;
+    if (e.get_object().get(ch) != simdjson::SUCCESS || ch.at_key("channel").get_string().get(name) != simdjson::SUCCESS)
+      throw Error(ExitCode::failure, "malformed LIST_ACK from the broker: a channel entry without a name");
+    sj::object producer;
+    const std::string producer_cell = ch.at_key("producer").get_object().get(producer) == simdjson::SUCCESS
+                                          ? cell(producer, "pid") + "@" + cell(producer, "hostname")
+                                          : std::string("-");
+    const std::string consumers = cell(ch, "consumer_count");
+    rows.push_back({name.empty() ? std::string("-") : std::string(name), cell(ch, "transport"), cell(ch, "pattern"),
+                    producer_cell, consumers == "-" ? std::string("0") : consumers, schema_cell(ch), cell(ch, "state"),
+                    age_text(number(ch, "age_ms")), age_text(number(ch, "last_heartbeat_age_ms"))});
+  }
+  return rows;
+}
+
 bool numeric_cell(const std::string& s) {
   if (s.empty() || s == "-") return false;
   const char c = s[0];
@@ -191,17 +263,7 @@ int list(const BrokerClientConfig& cfg, bool as_json, std::FILE* out) {
     emit(out, doc);
     return 0;
   }
-  json ack = client.request("LIST_REQ", json::object());
-  const json& channels = channels_of(ack);
-  std::vector<std::vector<std::string>> rows;
-  rows.reserve(channels.size() + 1);
-  // UPTIME: since the channel registered; HEARTBEAT: since the producer was last heard.
-  rows.push_back({"CHANNEL", "TRANSPORT", "PATTERN", "PRODUCER", "CONSUMERS", "SCHEMA", "STATE", "UPTIME", "HEARTBEAT"});
-  for (const auto& ch : channels)
-    rows.push_back({str(ch, "channel"), str(ch, "transport"), str(ch, "pattern"), producer_text(ch),
-                    str(ch, "consumer_count", "0"), schema_text(ch), str(ch, "state"), age_text(num(ch, "age_ms")),
-                    age_text(num(ch, "last_heartbeat_age_ms"))});
-  emit(out, format_table(rows));
+  emit(out, format_table(list_rows(client.request_raw("LIST_REQ", json::object()))));
   return 0;
 }
 

@@ -375,12 +375,14 @@ JsonPayload scan_json_payload(std::string_view line, std::string& data, std::str
 }  // namespace
 
 namespace {
-// Below 64 bytes (a line, a short message: what is validated once per message) this loop
-// beats simdjson's call; above, simdjson's SIMD validator is 2-20x faster
+// Below 64 bytes (a line, a short message: what is validated once per message) the scalar
+// loop beats simdjson's call; above, simdjson's SIMD validator is 2-20x faster
 // (bench/bench_simdjson.cpp, docs/performance.md "JSON and UTF-8").
 constexpr std::size_t kSimdUtf8From = 64;
+}  // namespace
 
-bool is_valid_utf8_short(std::string_view str) noexcept {
+namespace detail {
+bool is_valid_utf8_scalar(std::string_view str) noexcept {
   const auto* s = reinterpret_cast<const unsigned char*>(str.data());
   const std::size_t n = str.size();
   std::size_t i = 0;
@@ -421,10 +423,10 @@ bool is_valid_utf8_short(std::string_view str) noexcept {
   }
   return true;
 }
-}  // namespace
+}  // namespace detail
 
 bool is_valid_utf8(std::string_view str) noexcept {
-  if (str.size() < kSimdUtf8From) return is_valid_utf8_short(str);
+  if (str.size() < kSimdUtf8From) return detail::is_valid_utf8_scalar(str);
   return simdjson::validate_utf8(str.data(), str.size());
 }
 

@@ -147,7 +147,12 @@ class FrameWriter {
 
 // Helpers of the json format, exposed for tests and other tools.
 // True when `s` is well-formed UTF-8 (no overlong forms, no surrogates, ≤ U+10FFFF).
+// simdjson's validator from 64 bytes on, the scalar loop below that.
 bool is_valid_utf8(std::string_view s) noexcept;
+namespace detail {
+// The scalar loop alone, for the differential test and bench/bench_simdjson.cpp.
+bool is_valid_utf8_scalar(std::string_view s) noexcept;
+}  // namespace detail
 // Appends `s` as the inside of a JSON string ('"', '\\' and control characters escaped).
 void append_json_escaped(std::string& out, std::string_view s);
 
