@@ -52,7 +52,10 @@ Child Child::spawn(const std::vector<std::string>& argv, const std::map<std::str
   sigset_t none;
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  // Each child leads its own process group, so that ending it also ends what it started
+  // (every member of a Child::shell pipeline), never the test runner.
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
 
   std::map<std::string, std::string> env;
   for (char** e = environ; *e; ++e) {
@@ -108,9 +111,14 @@ Child& Child::operator=(Child&& o) noexcept {
   return *this;
 }
 
+void Child::kill_group() {
+  // Only while the leader is not reaped: its pid (the group id) cannot have been reused.
+  if (pid_ > 0 && !reaped_) ::kill(-pid_, SIGKILL);
+}
+
 Child::~Child() {
   if (pid_ > 0 && !reaped_) {
-    ::kill(pid_, SIGKILL);
+    kill_group();
     ::waitpid(pid_, nullptr, 0);
   }
   for (int fd : {in_, out_, err_})
@@ -192,7 +200,7 @@ RunResult Child::wait(std::chrono::milliseconds timeout) {
   while (!(out_eof_ && err_eof_) || running()) {
     if (std::chrono::steady_clock::now() >= deadline) {
       res.timed_out = true;
-      kill(SIGKILL);
+      kill_group();
       break;
     }
     if (out_eof_ && err_eof_) {

@@ -33,7 +33,7 @@ class Child {
   Child& operator=(Child&& other) noexcept;
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
-  ~Child();  // kills (SIGKILL) and reaps a child still running
+  ~Child();  // kills (SIGKILL) a child still running, with its process group, and reaps it
 
   pid_t pid() const { return pid_; }
   // Next line of stdout (without '\n'), or nullopt on EOF or when the timeout passes.
@@ -42,7 +42,7 @@ class Child {
   void write_stdin(const std::string& data);
   void close_stdin();
   void kill(int sig);
-  // Wait for exit, reading all remaining output. Kills with SIGKILL on timeout.
+  // Wait for exit, reading all remaining output. Kills (the process group) on timeout.
   RunResult wait(std::chrono::milliseconds timeout = 30s);
   bool running();
 
@@ -51,6 +51,7 @@ class Child {
                        const std::map<std::string, std::string>&);
   Child() = default;
   void pump(int timeout_ms);  // read what is available on stdout/stderr
+  void kill_group();          // SIGKILL to the child's process group (it leads one)
   pid_t pid_ = -1;
   int in_ = -1, out_ = -1, err_ = -1;
   std::string out_buf_, err_buf_;
