@@ -1,4 +1,5 @@
 """plh.Publisher / plh.Subscriber / plh.broker against a real plh-broker and the tools."""
+import os
 import subprocess
 import threading
 
@@ -78,7 +79,7 @@ def test_bad_input(broker_endpoint, name):
     with pytest.raises(plh.UsageError):
         plh.Publisher("bad channel!", broker=broker_endpoint)
     with pytest.raises(plh.UsageError):
-        plh.Publisher(name, pattern="pipeline", broker=broker_endpoint)
+        plh.Publisher(name, pattern="fanout", broker=broker_endpoint)
     with pytest.raises(plh.BrokerUnreachable):
         plh.Publisher(name, broker="tcp://127.0.0.1:1")
     p = plh.Publisher(name, broker=broker_endpoint)
@@ -93,3 +94,66 @@ def test_bad_input(broker_endpoint, name):
     s.close()
     with pytest.raises(plh.UsageError):
         s.recv()
+
+
+def test_python_pipeline_publisher_to_plh_sub_workers(broker_endpoint, name, bin_path):
+    pub = plh.Publisher(name, pattern="pipeline", broker=broker_endpoint)
+    with pytest.raises(plh.Timeout):
+        pub.send(b"nobody takes it", timeout=0.1)  # no worker: not sent
+    workers = [subprocess.Popen([bin_path("plh-sub"), name, "--broker", broker_endpoint, "-W", "30s"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    pub.wait_subscribers(2, timeout=10)
+    for i in range(1000):
+        assert pub.send(b"job %d" % i, timeout=20) == i + 1
+    pub.close()
+    lines = []
+    for w in workers:
+        out, err = w.communicate(timeout=30)
+        assert w.returncode == 0, err
+        lines += out.splitlines()
+    assert sorted(lines) == sorted(b"job %d" % i for i in range(1000))  # each exactly once
+
+
+def test_plh_pub_pipeline_to_python_workers(broker_endpoint, name, bin_path):
+    pub = subprocess.Popen([bin_path("plh-pub"), name, "--pattern", "pipeline", "--broker", broker_endpoint,
+                            "-w", "2", "-W", "20s"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    got = [[], []]
+    subs = [plh.Subscriber(name, wait=True, broker=broker_endpoint, wait_timeout=10) for _ in range(2)]
+    threads = [threading.Thread(target=lambda i=i: got[i].extend(m.data for m in subs[i])) for i in range(2)]
+    for t in threads:
+        t.start()
+    _, err = pub.communicate(b"".join(b"job %d\n" % i for i in range(1000)), timeout=30)
+    for t in threads:
+        t.join(30)
+    assert pub.returncode == 0, err
+    assert sorted(got[0] + got[1]) == sorted(b"job %d" % i for i in range(1000))
+    for s in subs:
+        s.close()
+
+
+def test_curve_publisher_and_subscriber_with_the_tools(curve_broker, name, bin_path):
+    ep = curve_broker
+    pub = plh.Publisher(name, broker=ep)
+    info = plh.broker(ep).info(name)
+    assert isinstance(info.get("pubkey"), str) and len(info["pubkey"]) == 40  # the data plane is CURVE
+    sub = subprocess.Popen([bin_path("plh-sub"), name, "--broker", ep, "-W", "20s"], env=dict(os.environ),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pub.wait_subscribers(1, timeout=10)
+    for i in range(100):
+        pub.send(b"secret %d" % i)
+    pub.close()
+    out, err = sub.communicate(timeout=30)
+    assert sub.returncode == 0, err
+    assert out == b"".join(b"secret %d\n" % i for i in range(100))
+
+    p2 = subprocess.Popen([bin_path("plh-pub"), name + "-2", "--broker", ep, "-w", "1", "-W", "20s"],
+                          env=dict(os.environ), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    s2 = plh.Subscriber(name + "-2", wait=True, broker=ep, wait_timeout=10)
+    got = []
+    t = threading.Thread(target=lambda: got.extend(m.data for m in s2))
+    t.start()
+    _, err = p2.communicate(b"".join(b"line %d\n" % i for i in range(100)), timeout=30)
+    t.join(30)
+    assert p2.returncode == 0, err
+    assert got == [b"line %d" % i for i in range(100)]
+    s2.close()
