@@ -105,11 +105,6 @@ class _CSlot(ctypes.Structure):
                 ("dims", _c_u64 * 4), ("flags", _c_u32), ("ended", _c_int)]
 
 
-class _CMessage(ctypes.Structure):
-    _fields_ = [("data", _vp), ("size", _c_u64), ("seq", _c_u64), ("ts_ns", _c_i64), ("gaps", _c_u64),
-                ("ended", _c_int)]
-
-
 class _CRequest(ctypes.Structure):
     _fields_ = [("data", _vp), ("size", _c_u64), ("token", _c_u64), ("id", _c_u64), ("flags", _c_u32)]
 
@@ -151,8 +146,9 @@ _p_wait = _fn("plh_publisher_wait_subscribers", _vp, _c_int, _c_i64)
 _p_send = _fn("plh_publisher_send", _vp, _vp, _c_size, _c_i64, _P(_c_u64))
 _p_close = _fn("plh_publisher_close", _vp)
 _s_open = _fn("plh_subscriber_open", _P(_vp), _cp, _cp, _c_int, _cp, _c_i64)
-_s_recv = _fn("plh_subscriber_recv", _vp, _c_i64, _P(_CMessage))
-_s_recv_many = _fn("plh_subscriber_recv_many", _vp, _c_i64, _vp, _c_size, _P(_c_u64), _c_size, _P(_c_size), _P(_c_int))
+_s_recv_many = _fn("plh_subscriber_recv_many", _vp, _c_i64, _vp, _c_size, _P(_c_u64), _P(_c_u64), _P(_c_i64), _c_size,
+                   _P(_c_size), _P(_c_int))
+_s_gaps = _fn("plh_subscriber_gaps", _vp, _P(_c_u64))
 _s_close = _fn("plh_subscriber_close", _vp)
 _rq_open = _fn("plh_requester_open", _P(_vp), _cp, _cp, _c_int)
 _rq_send = _fn("plh_requester_send", _vp, _vp, _c_size)
@@ -779,8 +775,10 @@ class Subscriber(_Handle):
     """Subscribes to CHANNEL through the broker; iterable of Message until end of stream.
 
     wait=True waits (up to wait_timeout seconds, None = forever) for the channel to appear;
-    else NotFound at once. A pipeline channel makes this subscriber one of its workers: each
-    recv confirms the messages received before it (unconfirmed ones go to another worker)."""
+    else NotFound at once. Messages that have arrived are taken from the library in batches
+    (one C call per batch). A pipeline channel makes this subscriber one of its workers:
+    what it received is confirmed when it asks for more after its batch (what it had not
+    confirmed when it closes goes to another worker)."""
 
     _close_fn = staticmethod(_s_close)
 
@@ -791,57 +789,82 @@ class Subscriber(_Handle):
                                              _enc(schema), ms if wait else 0), wait_timeout if wait else 0))
         self._h = h
         self.channel = self._label = channel
-        self._m = _CMessage()
-        self._many = None
         self._buf = ctypes.create_string_buffer(1 << 20)
+        self._cap = 0
+        self._sizes = self._seqs = self._tss = None
+        self._data, self._seq, self._ts, self._i = [], [], [], 0  # received, not yet handed out
         self.gaps = 0
         self.ended = False
 
-    def recv(self, timeout: Optional[float] = None) -> Optional[Message]:
-        """The next message; None at end of stream; Timeout when none came in time."""
-        h = self._handle()
-        m = self._m
-        _check(_wait_loop(lambda ms: _s_recv(h, ms, ctypes.byref(m)), timeout))
-        self.gaps = m.gaps
-        if m.ended:
-            self.ended = True
-            return None
-        return Message(m.seq, m.ts_ns, ctypes.string_at(m.data, m.size) if m.size else b"", m.gaps)
+    _BATCH = 4096  # messages taken from the library per call (those already arrived)
 
-    def __iter__(self) -> Iterator[Message]:
-        while True:
-            m = self.recv()
-            if m is None:
-                return
-            yield m
-
-    def recv_many(self, n: int = 65536, timeout: Optional[float] = None) -> list:
-        """Throughput: the payloads (bytes) of up to n messages, waiting for the first, then
-        taking what has already arrived; [] at end of stream; Timeout when nothing came."""
+    def _fill(self, n: int, timeout: Optional[float], meta: bool = True) -> int:
+        """Receives up to n messages (waiting up to timeout for the first) as the pending ones;
+        returns how many (0 at end of stream)."""
         h = self._handle()
-        if not isinstance(n, int) or n < 1:
-            raise UsageError("n must be an integer >= 1")
-        if self._many is None or self._many[0] < n:
-            self._many = (n, (_c_u64 * n)())
-        sizes = self._many[1]
+        if self._cap < n:
+            self._sizes, self._seqs, self._tss = (_c_u64 * n)(), (_c_u64 * n)(), (_c_i64 * n)()
+            self._cap = n
+        sizes = self._sizes
+        seqs, tss = (self._seqs, self._tss) if meta else (None, None)
         got, ended = _c_size(), _c_int()
         while True:
             buf = self._buf
-            rc = _wait_loop(lambda ms: _s_recv_many(h, ms, buf, len(buf), sizes, n, ctypes.byref(got),
+            rc = _wait_loop(lambda ms: _s_recv_many(h, ms, buf, len(buf), sizes, seqs, tss, n, ctypes.byref(got),
                                                     ctypes.byref(ended)), timeout)
             if rc == 2 and got.value == 0 and sizes[0] > len(buf):
                 self._buf = ctypes.create_string_buffer(max(sizes[0], 2 * len(buf)))  # a larger message
                 continue
             _check(rc)
             break
+        g = _c_u64()
+        _check(_s_gaps(h, ctypes.byref(g)))
+        self.gaps = g.value
         k = got.value
+        self._i = 0
         if k == 0:
             self.ended = bool(ended.value)
-            return []
+            self._data = []
+            return 0
         offs = list(_accumulate(sizes[:k], initial=0))
         raw = ctypes.string_at(buf, offs[-1])
-        return [raw[a:b] for a, b in zip(offs, offs[1:])]
+        self._data = [raw[a:b] for a, b in zip(offs, offs[1:])]
+        if meta:
+            self._seq, self._ts = seqs[:k], tss[:k]
+        return k
 
+    def recv(self, timeout: Optional[float] = None) -> Optional[Message]:
+        """The next message; None at end of stream; Timeout when none came in time."""
+        i = self._i
+        if i >= len(self._data):
+            if not self._fill(self._BATCH, timeout):
+                return None
+            i = 0
+        self._i = i + 1
+        return Message(self._seq[i], self._ts[i], self._data[i], self.gaps)
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            i = self._i
+            if i >= len(self._data):
+                if not self._fill(self._BATCH, None):
+                    return
+                i = 0
+            self._i = i + 1
+            yield Message(self._seq[i], self._ts[i], self._data[i], self.gaps)
+
+    def recv_many(self, n: int = 65536, timeout: Optional[float] = None) -> list:
+        """Throughput: the payloads (bytes) of up to n messages, waiting for the first, then
+        taking what has already arrived; [] at end of stream; Timeout when nothing came."""
+        if not isinstance(n, int) or n < 1:
+            raise UsageError("n must be an integer >= 1")
+        if self._i < len(self._data):  # received already (by recv or iteration)
+            out = self._data[self._i:self._i + n]
+            self._i += len(out)
+            return out
+        self._fill(n, timeout, meta=False)
+        out, self._data = self._data, []
+        return out
 
 
 # ---- request / reply -------------------------------------------------------------------

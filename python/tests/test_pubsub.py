@@ -96,21 +96,28 @@ def test_bad_input(broker_endpoint, name):
         s.recv()
 
 
-def test_python_pipeline_publisher_to_plh_sub_workers(broker_endpoint, name, bin_path):
+def test_python_pipeline_publisher_to_plh_sub_workers(broker_endpoint, name, bin_path, tmp_path):
     pub = plh.Publisher(name, pattern="pipeline", broker=broker_endpoint)
+    assert pub.send(b"job 0", timeout=0.1) == 1  # no worker: it waits inside for one
     with pytest.raises(plh.Timeout):
-        pub.send(b"nobody takes it", timeout=0.1)  # no worker: not sent
-    workers = [subprocess.Popen([bin_path("plh-sub"), name, "--broker", broker_endpoint, "-W", "30s"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+        pub.send(b"job 1", timeout=0.1)  # ... and the next send waits for room (not sent)
+    # Output to files: a worker gets credit as its output is consumed (an unread pipe would
+    # stop it; see plh-pub(1)).
+    outs = [tmp_path / f"worker{i}.out" for i in range(2)]
+    workers = []
+    for o in outs:
+        with open(o, "wb") as f:
+            workers.append(subprocess.Popen([bin_path("plh-sub"), name, "--broker", broker_endpoint, "-W", "30s"],
+                                            stdout=f, stderr=subprocess.PIPE))
     pub.wait_subscribers(2, timeout=10)
-    for i in range(1000):
+    for i in range(1, 1000):
         assert pub.send(b"job %d" % i, timeout=20) == i + 1
     pub.close()
     lines = []
-    for w in workers:
-        out, err = w.communicate(timeout=30)
+    for w, o in zip(workers, outs):
+        _, err = w.communicate(timeout=30)
         assert w.returncode == 0, err
-        lines += out.splitlines()
+        lines += o.read_bytes().splitlines()
     assert sorted(lines) == sorted(b"job %d" % i for i in range(1000))  # each exactly once
 
 

@@ -1,12 +1,13 @@
 #!/bin/sh
-# cmake --install into a fresh prefix (and with DESTDIR): plh.pc points into that prefix,
-# and a C program compiles and links against it with pkg-config's flags only, then runs.
-# Usage: check_pkgconfig.sh BUILD_DIR CC
+# cmake --install of the C API (the lib/ directory of the build tree: libplh.so, plh.h,
+# plh.pc) into a fresh prefix, and with DESTDIR: plh.pc points into that prefix, and a C
+# program compiles and links against it with pkg-config's flags only, then runs.
+# Usage: check_pkgconfig.sh BUILD_DIR/lib CC
 set -eu
 build="$1"
 cc="${2:-cc}"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp"' EXIT INT TERM
 prefix="$tmp/prefix"
 cmake --install "$build" --prefix "$prefix" >/dev/null
 pc=$(find "$prefix" -name plh.pc | head -1)

@@ -133,8 +133,9 @@ PLH_API int plh_publisher_endpoint(const plh_publisher* p, const char** endpoint
 /* Waits until at least n subscribers are connected (PLH_TIMEOUT after timeout_ms). */
 PLH_API int plh_publisher_wait_subscribers(plh_publisher* p, int n, int64_t timeout_ms);
 /* Sends one message. pubsub: never blocks (a subscriber at its high-water mark misses it
- * and sees a gap; timeout_ms is ignored). pipeline: waits while no worker has room, at
- * most timeout_ms (PLH_TIMEOUT: not sent; send it again). *seq (may be NULL) receives its
+ * and sees a gap; timeout_ms is ignored). pipeline: waits while the workers have no room
+ * (what is already queued for them goes first; one message is held inside while there is
+ * no worker at all), at most timeout_ms (PLH_TIMEOUT: not sent; send it again). *seq (may be NULL) receives its
  * sequence number (1, 2, ...). */
 PLH_API int plh_publisher_send(plh_publisher* p, const void* data, size_t size, int64_t timeout_ms, uint64_t* seq);
 /* Sends end of stream (delivered to plh-sub consumers, bounded by 5 s), deregisters,
@@ -160,12 +161,16 @@ PLH_API int plh_subscriber_open(plh_subscriber** out, const char* channel, const
 /* Next message: PLH_OK (msg->ended = 1 at end of stream), PLH_TIMEOUT. */
 PLH_API int plh_subscriber_recv(plh_subscriber* s, int64_t timeout_ms, plh_message* msg);
 /* Throughput: up to max messages, copied. Waits up to timeout_ms for the first, then takes
- * what has already arrived. Payloads are packed into buf in order, sizes[i] their sizes.
- * Stops early when the next payload does not fit the rest of buf; when even the first does
- * not fit: PLH_USAGE with sizes[0] = its size (it stays for the next call, with a larger
- * buf). *got = messages; PLH_OK with *got = 0 only at end of stream (*ended = 1). */
+ * what has already arrived. Payloads are packed into buf in order, sizes[i] their sizes;
+ * seqs[i] and ts_ns[i] (each may be NULL) their sequence numbers and timestamps. Stops
+ * early when the next payload does not fit the rest of buf; when even the first does not
+ * fit: PLH_USAGE with sizes[0] = its size (it stays for the next call, with a larger buf).
+ * *got = messages; PLH_OK with *got = 0 only at end of stream (*ended = 1). */
 PLH_API int plh_subscriber_recv_many(plh_subscriber* s, int64_t timeout_ms, void* buf, size_t buf_size,
-                                     uint64_t* sizes, size_t max, size_t* got, int* ended);
+                                     uint64_t* sizes, uint64_t* seqs, int64_t* ts_ns, size_t max, size_t* got,
+                                     int* ended);
+/* Messages missed so far (sequence jumps), as plh_message.gaps. */
+PLH_API int plh_subscriber_gaps(const plh_subscriber* s, uint64_t* gaps);
 PLH_API int plh_subscriber_close(plh_subscriber* s);
 
 /* ---- Request / reply (the wire of plh-req / plh-rep, see man plh-req) ----------------- */

@@ -762,7 +762,7 @@ int plh_subscriber_recv(plh_subscriber* s, int64_t timeout_ms, plh_message* msg)
 }
 
 int plh_subscriber_recv_many(plh_subscriber* s, int64_t timeout_ms, void* buf, size_t buf_size, uint64_t* sizes,
-                             size_t max, size_t* got, int* ended) {
+                             uint64_t* seqs, int64_t* ts_ns, size_t max, size_t* got, int* ended) {
   PLH_REQUIRE(s);
   PLH_REQUIRE(got);
   *got = 0;
@@ -789,12 +789,21 @@ int plh_subscriber_recv_many(plh_subscriber* s, int64_t timeout_ms, void* buf, s
       sub_take(s, &m);
       if (m.size) std::memcpy(dst + used, m.data, m.size);
       used += m.size;
+      if (seqs) seqs[n] = m.seq;
+      if (ts_ns) ts_ns[n] = m.ts_ns;
       sizes[n++] = m.size;
     }
     *got = n;
     if (ended && n == 0 && s->ended) *ended = 1;
     return PLH_OK;
   });
+}
+
+int plh_subscriber_gaps(const plh_subscriber* s, uint64_t* gaps) {
+  PLH_REQUIRE(s);
+  PLH_REQUIRE(gaps);
+  *gaps = s->sub ? s->sub->stats().gaps : s->gaps;
+  return PLH_OK;
 }
 
 int plh_subscriber_close(plh_subscriber* s) {
