@@ -70,7 +70,7 @@ def read_plh(sub: plh.Subscriber, many: bool) -> tuple:
     got, last = 0, b""
     if many:
         while True:
-            batch = sub.recv_many(65536)
+            batch = sub.recv_many(8192)
             if t0 is None:
                 t0 = time.perf_counter()
             if not batch:
