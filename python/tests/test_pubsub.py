@@ -164,3 +164,36 @@ def test_curve_publisher_and_subscriber_with_the_tools(curve_broker, name, bin_p
     assert p2.returncode == 0, err
     assert got == [b"line %d" % i for i in range(100)]
     s2.close()
+
+
+def test_recv_iteration_and_recv_many_share_one_stream(broker_endpoint, name):
+    pub = plh.Publisher(name, broker=broker_endpoint)
+    sub = plh.Subscriber(name, broker=broker_endpoint)
+    pub.wait_subscribers(1, timeout=10)
+    big = bytes(range(256)) * (3 << 12)  # 3 MiB: larger than the receive buffer, which grows
+    sent = [b"m%d" % i for i in range(100)] + [big] + [b"n%d" % i for i in range(50)]
+    for d in sent:
+        pub.send(d)
+    closing = threading.Thread(target=pub.close)  # waits for this subscriber to take the end
+    closing.start()
+    got = []
+    for m in sub:  # leaving the loop early loses nothing
+        got.append(m.data)
+        if len(got) == 10:
+            break
+    for _ in range(10):
+        m = sub.recv(timeout=10)
+        assert m.seq == len(got) + 1 and m.ts_ns > 0
+        got.append(m.data)
+    while True:
+        batch = sub.recv_many(7, timeout=10)
+        if not batch:
+            break
+        assert len(batch) <= 7
+        got.extend(batch)
+    closing.join(10)
+    assert got == sent
+    assert sub.ended and sub.recv() is None and sub.recv_many() == []
+    with pytest.raises(plh.UsageError):
+        sub.recv_many(0)
+    sub.close()
