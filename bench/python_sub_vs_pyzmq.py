@@ -9,8 +9,11 @@ dropped), read once by each reader, one after the other:
              into one bytes object per line - what a pyzmq user writes by hand
   plh-iter   `for m in plh.Subscriber(...)`: a Message (seq, ts_ns, bytes) per line
   plh-many   plh.Subscriber.recv_many(): lists of bytes, one C call per batch
-Time runs from the first message to the end of stream, so it is the reader's rate
-(plh-pub is faster). Prints lines/s per reader (median of --rounds) and the ratios.
+Time runs from the first message to the end of stream, as wall time and as the reader
+process's CPU time (time.process_time: this thread and libzmq's I/O thread). The wall rate
+is bounded by plh-pub when the reader is faster and swings with the machine's load; lines
+per CPU-second is each reader's own cost, the figure the ratios use. Prints both per
+reader (median of --rounds).
 
   PYTHONPATH=build/python /usr/bin/python3 bench/python_sub_vs_pyzmq.py [--lines 1000000] [--rounds 3] [--bin build/bin]
 """
@@ -47,7 +50,7 @@ def read_pyzmq(endpoint: str, n: int) -> tuple:
         frame = sock.recv()
         magic, flags, seq, ts_ns, count, _ = unpack(frame, 0)
         if t0 is None and count:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         if flags & EOS:
             break
         if flags & BATCH:
@@ -59,10 +62,10 @@ def read_pyzmq(endpoint: str, n: int) -> tuple:
                 pos += k
         elif count:
             out.append(frame[32:])
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     sock.close(0)
     ctx.term()
-    return len(out), t1 - t0, out[-1] if out else b""
+    return len(out), t1 - t0, c1 - c0, out[-1] if out else b""
 
 
 def read_plh(sub: plh.Subscriber, many: bool) -> tuple:
@@ -72,7 +75,7 @@ def read_plh(sub: plh.Subscriber, many: bool) -> tuple:
         while True:
             batch = sub.recv_many(8192)
             if t0 is None:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
             if not batch:
                 break
             got += len(batch)
@@ -80,10 +83,10 @@ def read_plh(sub: plh.Subscriber, many: bool) -> tuple:
     else:
         for m in sub:
             if t0 is None:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
             got += 1
             last = m.data
-    return got, time.perf_counter() - t0, last
+    return got, time.perf_counter() - t0, time.process_time() - c0, last
 
 
 def main():
@@ -103,6 +106,7 @@ def main():
     tmp.close()
     want_last = b"line %07d" % (a.lines - 1)
     rates = {"pyzmq": [], "plh-iter": [], "plh-many": []}
+    cpu = {m: [] for m in rates}
     try:
         for r in range(a.rounds):
             for mode in rates:
@@ -120,22 +124,24 @@ def main():
                             if time.monotonic() > deadline:
                                 raise
                             time.sleep(0.01)
-                    got, secs, last = read_pyzmq(info["endpoint"], a.lines)
+                    got, secs, cpus, last = read_pyzmq(info["endpoint"], a.lines)
                 else:
                     with plh.Subscriber(ch, wait=True, broker=ep, wait_timeout=10) as sub:
-                        got, secs, last = read_plh(sub, mode == "plh-many")
+                        got, secs, cpus, last = read_plh(sub, mode == "plh-many")
                 _, err = pub.communicate(timeout=60)
                 assert got == a.lines and last == want_last, (mode, got, last, err)
                 rates[mode].append(got / secs)
+                cpu[mode].append(got / cpus)
     finally:
         os.unlink(tmp.name)
         broker.terminate()
         broker.wait(10)
     med = {m: statistics.median(v) for m, v in rates.items()}
-    print(f"{a.lines} lines, median of {a.rounds}: " +
-          ", ".join(f"{m} {med[m] / 1e6:.2f} M lines/s" for m in med) +
-          f"; ratio plh-iter/pyzmq {med['plh-iter'] / med['pyzmq']:.2f}, plh-many/pyzmq {med['plh-many'] / med['pyzmq']:.2f}")
-
+    mc = {m: statistics.median(v) for m, v in cpu.items()}
+    print(f"{a.lines} lines, median of {a.rounds}, M lines per second of wall time / per CPU-second: " +
+          ", ".join(f"{m} {med[m] / 1e6:.2f} / {mc[m] / 1e6:.2f}" for m in med) +
+          f"; per CPU-second plh-many/pyzmq {mc['plh-many'] / mc['pyzmq']:.2f}, plh-iter/pyzmq "
+          f"{mc['plh-iter'] / mc['pyzmq']:.2f} (wall {med['plh-many'] / med['pyzmq']:.2f}, {med['plh-iter'] / med['pyzmq']:.2f})")
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ import os
 import time
 from contextlib import contextmanager
 from itertools import accumulate as _accumulate, repeat as _repeat
+from math import prod as _prod
 from typing import Any, Iterator, Optional, Sequence, Union
 
 try:
@@ -386,7 +387,7 @@ class ShmWriter(_Handle):
             shp = (shape,) if isinstance(shape, int) else tuple(shape or ())
             if any((not isinstance(x, int)) or x < 0 for x in shp):
                 raise UsageError(f"bad shape {shape!r}")
-            nbytes = dt.itemsize * int(_np.prod(shp, dtype=_np.int64)) if shp else dt.itemsize
+            nbytes = dt.itemsize * _prod(shp) if shp else dt.itemsize
             if nbytes > self.slot_size:
                 raise UsageError(f"an array {shp} of {dt} ({nbytes} bytes) does not fit slot_size {self.slot_size}")
             if type_hash is None:
@@ -499,7 +500,7 @@ class Slot:
             if self.size % dt.itemsize:
                 raise UsageError(f"{self.size} bytes are not a whole number of {dt} items")
             shp = (self.size // dt.itemsize,)
-        need = dt.itemsize * int(_np.prod(shp, dtype=_np.int64)) if shp else dt.itemsize
+        need = dt.itemsize * _prod(shp) if shp else dt.itemsize
         if need != self.size:
             raise UsageError(f"an array {tuple(shp)} of {dt} needs {need} bytes; the slot holds {self.size}")
         if self.size == 0:
