@@ -135,8 +135,8 @@ PLH_API int plh_publisher_wait_subscribers(plh_publisher* p, int n, int64_t time
 /* Sends one message. pubsub: never blocks (a subscriber at its high-water mark misses it
  * and sees a gap; timeout_ms is ignored). pipeline: waits while the workers have no room
  * (what is already queued for them goes first; one message is held inside while there is
- * no worker at all), at most timeout_ms (PLH_TIMEOUT: not sent; send it again). *seq (may be NULL) receives its
- * sequence number (1, 2, ...). */
+ * no worker at all), at most timeout_ms (PLH_TIMEOUT: not sent; send it again). *seq (may
+ * be NULL) receives its sequence number (1, 2, ...). */
 PLH_API int plh_publisher_send(plh_publisher* p, const void* data, size_t size, int64_t timeout_ms, uint64_t* seq);
 /* Sends end of stream (delivered to plh-sub consumers, bounded by 5 s), deregisters,
  * frees the handle. */
@@ -154,8 +154,9 @@ typedef struct plh_message {
 /* Finds CHANNEL through the broker and connects (its pattern, pubsub or pipeline, and its
  * CURVE key come from the broker). wait != 0: waits up to timeout_ms for the channel to
  * appear; else PLH_NOT_FOUND at once when it does not exist. A pipeline subscriber is a
- * worker: its next plh_subscriber_recv confirms what it received before; what it had not
- * confirmed when it closes (or dies) goes to another worker (at least once). */
+ * worker: what it received is confirmed when a receive finds nothing more waiting (it is
+ * idle); what it had not confirmed when it closes (or dies) goes to another worker (at
+ * least once). */
 PLH_API int plh_subscriber_open(plh_subscriber** out, const char* channel, const char* broker, int wait,
                                 const char* schema, int64_t timeout_ms);
 /* Next message: PLH_OK (msg->ended = 1 at end of stream), PLH_TIMEOUT. */
