@@ -150,14 +150,15 @@ def test_not_found_and_bad_input(broker_endpoint, name):
     r.close()  # twice: fine
 
 
-def test_request_is_interruptible_by_ctrl_c(broker_endpoint, name):
+@pytest.mark.parametrize("wait", ["r.request(b'x')", "rep.serve()"])
+def test_waits_are_interruptible_by_ctrl_c(wait):
     code = (
         "import sys, plh\n"
         "rep = plh.Replier(None, lambda b: b)\n"
         "r = plh.Requester(rep.endpoint)\n"
         "try:\n"
         "    print('ready', flush=True)\n"
-        "    r.request(b'x')\n"
+        f"    {wait}\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', flush=True)\n"
     )
