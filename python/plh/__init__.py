@@ -1,4 +1,4 @@
-"""plh from Python: shared-memory rings (zero-copy numpy), pub/sub, broker queries.
+"""plh from Python: shared-memory rings (zero-copy numpy), pub/sub, request/reply, broker queries.
 
 A thin ctypes layer over the stable C API of libplh.so (plh/plh.h): no compiled
 extension, so the package works with any Debian python3 and stays in step with the C API
@@ -15,6 +15,8 @@ import json
 import os
 import time
 from contextlib import contextmanager
+from itertools import accumulate as _accumulate, repeat as _repeat
+from math import prod as _prod
 from typing import Any, Iterator, Optional, Sequence, Union
 
 try:
@@ -23,8 +25,8 @@ except ImportError:  # numpy is optional: bytes work without it
     _np = None
 
 __all__ = [
-    "Error", "UsageError", "Timeout", "NotFound", "BrokerUnreachable", "Refused", "Stopped",
-    "ShmWriter", "ShmReader", "Slot", "Batch", "Publisher", "Subscriber", "Message", "broker",
+    "Error", "UsageError", "Timeout", "NotFound", "BrokerUnreachable", "Refused", "Stopped", "RequestFailed",
+    "ShmWriter", "ShmReader", "Slot", "Batch", "Publisher", "Subscriber", "Message", "Requester", "Replier", "broker",
     "remove_segment", "type_hash_of", "dtype_of", "version",
 ]
 
@@ -66,6 +68,15 @@ class Stopped(Error):
     code = 130
 
 
+class RequestFailed(Error):
+    """The server answered a request with an error: .status is the reply status (1..255 an
+    exit status or a Replier handler's failure, 256+N a signal, 1000+ see plh-req(1))."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message, 1)
+        self.status = status
+
+
 _BY_CODE = {2: UsageError, 3: Timeout, 4: NotFound, 5: BrokerUnreachable, 6: Refused, 130: Stopped}
 
 # ---- the library ----------------------------------------------------------------------
@@ -95,9 +106,8 @@ class _CSlot(ctypes.Structure):
                 ("dims", _c_u64 * 4), ("flags", _c_u32), ("ended", _c_int)]
 
 
-class _CMessage(ctypes.Structure):
-    _fields_ = [("data", _vp), ("size", _c_u64), ("seq", _c_u64), ("ts_ns", _c_i64), ("gaps", _c_u64),
-                ("ended", _c_int)]
+class _CRequest(ctypes.Structure):
+    _fields_ = [("data", _vp), ("size", _c_u64), ("token", _c_u64), ("id", _c_u64), ("flags", _c_u32)]
 
 
 _P = ctypes.POINTER
@@ -131,14 +141,26 @@ _r_read_many = _fn("plh_shm_reader_read_many", _vp, _c_i64, _vp, _c_size, _P(_CS
 _r_geometry = _fn("plh_shm_reader_geometry", _vp, _P(_c_u32), _P(_c_u32))
 _r_skipped = _fn("plh_shm_reader_skipped", _vp, _P(_c_u64))
 _r_close = _fn("plh_shm_reader_close", _vp)
-_p_open = _fn("plh_publisher_open", _P(_vp), _cp, _cp, _cp)
+_p_open = _fn("plh_publisher_open", _P(_vp), _cp, _cp, _cp, _cp)
 _p_endpoint = _fn("plh_publisher_endpoint", _vp, _P(_cp))
 _p_wait = _fn("plh_publisher_wait_subscribers", _vp, _c_int, _c_i64)
-_p_send = _fn("plh_publisher_send", _vp, _vp, _c_size, _P(_c_u64))
+_p_send = _fn("plh_publisher_send", _vp, _vp, _c_size, _c_i64, _P(_c_u64))
 _p_close = _fn("plh_publisher_close", _vp)
 _s_open = _fn("plh_subscriber_open", _P(_vp), _cp, _cp, _c_int, _cp, _c_i64)
-_s_recv = _fn("plh_subscriber_recv", _vp, _c_i64, _P(_CMessage))
+_s_recv_many = _fn("plh_subscriber_recv_many", _vp, _c_i64, _vp, _c_size, _P(_c_u64), _P(_c_u64), _P(_c_i64), _c_size,
+                   _P(_c_size), _P(_c_int))
+_s_gaps = _fn("plh_subscriber_gaps", _vp, _P(_c_u64))
 _s_close = _fn("plh_subscriber_close", _vp)
+_rq_open = _fn("plh_requester_open", _P(_vp), _cp, _cp, _c_int)
+_rq_send = _fn("plh_requester_send", _vp, _vp, _c_size)
+_rq_recv = _fn("plh_requester_recv", _vp, _c_i64, _P(_vp), _P(_c_size), _P(_c_u32))
+_rq_close = _fn("plh_requester_close", _vp)
+_rp_open = _fn("plh_replier_open", _P(_vp), _cp, _cp, _cp, _c_int)
+_rp_endpoint = _fn("plh_replier_endpoint", _vp, _P(_cp))
+_rp_recv = _fn("plh_replier_recv", _vp, _c_i64, _P(_CRequest))
+_rp_send = _fn("plh_replier_send", _vp, _c_u64, _vp, _c_size)
+_rp_send_error = _fn("plh_replier_send_error", _vp, _c_u64, _c_u32, _cp)
+_rp_close = _fn("plh_replier_close", _vp)
 _b_ping = _fn("plh_broker_ping", _cp, _P(_vp))
 _b_list = _fn("plh_broker_list", _cp, _P(_vp))
 _b_info = _fn("plh_broker_info", _cp, _cp, _P(_vp))
@@ -189,6 +211,54 @@ def _wait_loop(call, timeout: Optional[float]) -> int:
             return rc
 
 
+class _Handle:
+    """A handle of the C API: close() frees it once (later calls raise UsageError), a context
+    manager, and closed when garbage-collected. Subclasses set _close_fn (the C close
+    function) and self._label (for messages); _before_close runs before the handle goes."""
+
+    _h = None
+    _label = ""
+    _close_fn = None
+
+    def _handle(self):
+        if self._h is None:
+            raise UsageError(f"{type(self).__name__} '{self._label}' is closed")
+        return self._h
+
+    def _before_close(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Frees the handle (idempotent)."""
+        if self._h is not None:
+            self._before_close()
+            h, self._h = self._h, None
+            _check(type(self)._close_fn(h))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _as_bytes(data: Any) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    try:
+        return bytes(memoryview(data).cast("B"))
+    except TypeError as e:
+        raise UsageError(f"cannot send {type(data).__name__}: {e}") from None
+
+
 # ---- dtype/shape <-> type_hash/dims ---------------------------------------------------
 # type_hash of a numpy array: 0x504E ("PN") in bits 48..63, ndim in bits 24..31, the dtype
 # kind character (b i u f c) in bits 16..23 and the item size in bytes in bits 0..15; the
@@ -237,13 +307,15 @@ def _as_array(data: Any):
 # ---- shared memory ---------------------------------------------------------------------
 
 
-class ShmWriter:
+class ShmWriter(_Handle):
     """The writer of shared-memory segment NAME (one live writer per segment).
 
     create=True creates the segment when missing with this geometry (an existing one must
     have it, else Refused); create=False attaches an existing segment (NotFound).
     policy: "latest" | "sequential" | "sync"; checksum: "none" | "xxh3" | "blake2b".
     """
+
+    _close_fn = staticmethod(_w_close)
 
     def __init__(self, name: str, create: bool = True, slots: int = 64, slot_size: int = 65536,
                  policy: str = "sequential", checksum: str = "none"):
@@ -252,16 +324,11 @@ class ShmWriter:
         h = _vp()
         _check(_w_open(ctypes.byref(h), _enc(name), 1 if create else 0, slots, slot_size, _enc(policy), _enc(checksum)))
         self._h = h
-        self.name = name
+        self.name = self._label = name
         s, z = _c_u32(), _c_u32()
         _check(_w_geometry(h, ctypes.byref(s), ctypes.byref(z)))
         self.slots, self.slot_size = s.value, z.value
         self._in_slot = False
-
-    def _handle(self):
-        if self._h is None:
-            raise UsageError(f"ShmWriter '{self.name}' is closed")
-        return self._h
 
     def write(self, data: Any, ts_ns: Optional[int] = None, type_hash: Optional[int] = None,
               dims: Optional[Sequence[int]] = None, timeout: Optional[float] = None) -> int:
@@ -320,7 +387,7 @@ class ShmWriter:
             shp = (shape,) if isinstance(shape, int) else tuple(shape or ())
             if any((not isinstance(x, int)) or x < 0 for x in shp):
                 raise UsageError(f"bad shape {shape!r}")
-            nbytes = dt.itemsize * int(_np.prod(shp, dtype=_np.int64)) if shp else dt.itemsize
+            nbytes = dt.itemsize * _prod(shp) if shp else dt.itemsize
             if nbytes > self.slot_size:
                 raise UsageError(f"an array {shp} of {dt} ({nbytes} bytes) does not fit slot_size {self.slot_size}")
             if type_hash is None:
@@ -356,21 +423,7 @@ class ShmWriter:
 
     def close(self) -> None:
         """Marks end of stream and lets the segment go (it is not removed)."""
-        if self._h is not None:
-            h, self._h = self._h, None
-            _check(_w_close(h))
-
-    def __enter__(self) -> "ShmWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        super().close()
 
 
 class _RawSlot:
@@ -447,7 +500,7 @@ class Slot:
             if self.size % dt.itemsize:
                 raise UsageError(f"{self.size} bytes are not a whole number of {dt} items")
             shp = (self.size // dt.itemsize,)
-        need = dt.itemsize * int(_np.prod(shp, dtype=_np.int64)) if shp else dt.itemsize
+        need = dt.itemsize * _prod(shp) if shp else dt.itemsize
         if need != self.size:
             raise UsageError(f"an array {tuple(shp)} of {dt} needs {need} bytes; the slot holds {self.size}")
         if self.size == 0:
@@ -553,11 +606,13 @@ class Batch:
             yield self[i]
 
 
-class ShmReader:
+class ShmReader(_Handle):
     """A reader of segment NAME from the oldest slot still held or the latest one.
 
     read(timeout) → Slot (None at end of stream; Timeout when nothing came in time);
     iterating yields slots until end of stream, each released when the next is read."""
+
+    _close_fn = staticmethod(_r_close)
 
     def __init__(self, name: str, start: str = "oldest"):
         if start not in ("oldest", "latest"):
@@ -565,7 +620,7 @@ class ShmReader:
         h = _vp()
         _check(_r_open(ctypes.byref(h), _enc(name), _enc(start)))
         self._h = h
-        self.name = name
+        self.name = self._label = name
         s, z = _c_u32(), _c_u32()
         _check(_r_geometry(h, ctypes.byref(s), ctypes.byref(z)))
         self.slots, self.slot_size = s.value, z.value
@@ -576,11 +631,6 @@ class ShmReader:
         self._intact_ref = ctypes.byref(self._intact)
         self._ended = False
         self._many = None
-
-    def _handle(self):
-        if self._h is None:
-            raise UsageError(f"ShmReader '{self.name}' is closed")
-        return self._h
 
     def read(self, timeout: Optional[float] = None) -> Optional[Slot]:
         """The next slot (a held slot is released first); None at end of stream."""
@@ -655,61 +705,49 @@ class ShmReader:
                 return
             yield s
 
-    def close(self) -> None:
-        if self._h is not None:
-            h, self._h = self._h, None
-            self._gen += 1
-            _check(_r_close(h))
-
-    def __enter__(self) -> "ShmReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+    def _before_close(self) -> None:
+        self._gen += 1  # slots still out become invalid
 
 
 # ---- publish / subscribe ---------------------------------------------------------------
 
 
-class Publisher:
-    """Publishes messages on CHANNEL (registered in the broker; pattern pubsub).
+class Publisher(_Handle):
+    """Publishes messages on CHANNEL (registered in the broker).
 
-    broker: endpoint, else $PLH_BROKER, else tcp://127.0.0.1:5555. close() sends end of
-    stream (subscribers' iteration ends) and deregisters."""
+    pattern: "pubsub" (every subscriber gets every message; send never blocks) or
+    "pipeline" (each message goes to one worker with room; send waits while the workers
+    have none, at most timeout; one message is held while there is no worker at all). broker: endpoint, else $PLH_BROKER, else tcp://127.0.0.1:5555; with
+    $PLH_BROKER_KEY the data plane is CURVE too. close() sends end of stream (subscribers'
+    iteration ends) and deregisters."""
+
+    _close_fn = staticmethod(_p_close)
 
     def __init__(self, channel: str, pattern: str = "pubsub", schema: Optional[str] = None,
                  broker: Optional[str] = None):
-        if pattern != "pubsub":
-            raise UsageError("only pattern 'pubsub' is available from Python yet")
+        if pattern not in ("pubsub", "pipeline"):
+            raise UsageError(f"pattern must be 'pubsub' or 'pipeline', not {pattern!r}")
         h = _vp()
-        _check(_p_open(ctypes.byref(h), _enc(channel), _enc(broker), _enc(schema)))
+        _check(_p_open(ctypes.byref(h), _enc(channel), _enc(pattern), _enc(broker), _enc(schema)))
         self._h = h
-        self.channel = channel
+        self.channel = self._label = channel
+        self.pattern = pattern
         ep = _cp()
         _check(_p_endpoint(h, ctypes.byref(ep)))
         self.endpoint = ep.value.decode()
+        self._seq = _c_u64()
+        self._seq_ref = ctypes.byref(self._seq)
 
-    def _handle(self):
-        if self._h is None:
-            raise UsageError(f"Publisher '{self.channel}' is closed")
-        return self._h
-
-    def send(self, data: Union[bytes, bytearray, memoryview, str]) -> int:
-        """Sends one message (never blocks); returns its seq."""
+    def send(self, data: Union[bytes, bytearray, memoryview, str], timeout: Optional[float] = None) -> int:
+        """Sends one message; returns its seq. pipeline: waits (None: forever) for a worker
+        with room (Timeout: not sent)."""
         h = self._handle()
-        if isinstance(data, str):
-            data = data.encode()
-        if not isinstance(data, bytes):
-            data = bytes(memoryview(data).cast("B"))
-        seq = _c_u64()
-        _check(_p_send(h, data, len(data), ctypes.byref(seq)))
-        return seq.value
+        data = _as_bytes(data)
+        if self.pattern == "pubsub":
+            _check(_p_send(h, data, len(data), 0, self._seq_ref))
+        else:
+            _check(_wait_loop(lambda ms: _p_send(h, data, len(data), ms, self._seq_ref), timeout))
+        return self._seq.value
 
     def wait_subscribers(self, n: int = 1, timeout: Optional[float] = None) -> None:
         """Blocks until at least n subscribers are connected (Timeout)."""
@@ -717,21 +755,9 @@ class Publisher:
         _check(_wait_loop(lambda ms: _p_wait(h, n, ms), timeout))
 
     def close(self) -> None:
-        if self._h is not None:
-            h, self._h = self._h, None
-            _check(_p_close(h))
-
-    def __enter__(self) -> "Publisher":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        """Sends end of stream (subscribers' iteration ends; pipeline: once the workers
+        confirmed everything, bounded by 5 s) and deregisters."""
+        super().close()
 
 
 class Message:
@@ -746,11 +772,16 @@ class Message:
         return f"Message(seq={self.seq}, ts_ns={self.ts_ns}, data={self.data[:32]!r}{'...' if len(self.data) > 32 else ''})"
 
 
-class Subscriber:
+class Subscriber(_Handle):
     """Subscribes to CHANNEL through the broker; iterable of Message until end of stream.
 
     wait=True waits (up to wait_timeout seconds, None = forever) for the channel to appear;
-    else NotFound at once."""
+    else NotFound at once. Messages that have arrived are taken from the library in batches
+    (one C call per batch). A pipeline channel makes this subscriber one of its workers:
+    what it received is confirmed when it asks for more after its batch (what it had not
+    confirmed when it closes goes to another worker)."""
+
+    _close_fn = staticmethod(_s_close)
 
     def __init__(self, channel: str, wait: bool = False, schema: Optional[str] = None,
                  broker: Optional[str] = None, wait_timeout: Optional[float] = None):
@@ -758,50 +789,212 @@ class Subscriber:
         _check(_wait_loop(lambda ms: _s_open(ctypes.byref(h), _enc(channel), _enc(broker), 1 if wait else 0,
                                              _enc(schema), ms if wait else 0), wait_timeout if wait else 0))
         self._h = h
-        self.channel = channel
-        self._m = _CMessage()
+        self.channel = self._label = channel
+        self._buf = ctypes.create_string_buffer(1 << 20)
+        self._cap = 0
+        self._sizes = self._seqs = self._tss = None
+        self._data, self._i = [], 0  # Messages received, not yet handed out
         self.gaps = 0
         self.ended = False
 
-    def _handle(self):
-        if self._h is None:
-            raise UsageError(f"Subscriber '{self.channel}' is closed")
-        return self._h
+    _BATCH = 4096  # messages taken from the library per call (those already arrived)
+
+    def _fill(self, n: int, timeout: Optional[float], meta: bool = True) -> int:
+        """Receives up to n messages (waiting up to timeout for the first) as the pending ones;
+        returns how many (0 at end of stream)."""
+        h = self._handle()
+        if self._cap < n:
+            self._sizes, self._seqs, self._tss = (_c_u64 * n)(), (_c_u64 * n)(), (_c_i64 * n)()
+            self._cap = n
+        sizes = self._sizes
+        seqs, tss = (self._seqs, self._tss) if meta else (None, None)
+        got, ended = _c_size(), _c_int()
+        while True:
+            buf = self._buf
+            rc = _wait_loop(lambda ms: _s_recv_many(h, ms, buf, len(buf), sizes, seqs, tss, n, ctypes.byref(got),
+                                                    ctypes.byref(ended)), timeout)
+            if rc == 2 and got.value == 0 and sizes[0] > len(buf):
+                self._buf = ctypes.create_string_buffer(max(sizes[0], 2 * len(buf)))  # a larger message
+                continue
+            _check(rc)
+            break
+        g = _c_u64()
+        _check(_s_gaps(h, ctypes.byref(g)))
+        self.gaps = g.value
+        k = got.value
+        self._i = 0
+        if k == 0:
+            self.ended = bool(ended.value)
+            self._data = []
+            return 0
+        # (the fastest way found: C-level list building, one slice object per message)
+        ends = list(_accumulate(memoryview(sizes).cast("B").cast("Q")[:k]))
+        starts = [0]
+        starts += ends[:-1]
+        raw = ctypes.string_at(buf, ends[-1])
+        self._data = list(map(raw.__getitem__, map(slice, starts, ends)))
+        if meta:
+            self._data = list(map(Message, memoryview(seqs).cast("B").cast("Q")[:k].tolist(),
+                                  memoryview(tss).cast("B").cast("q")[:k].tolist(), self._data, _repeat(self.gaps)))
+        return k
 
     def recv(self, timeout: Optional[float] = None) -> Optional[Message]:
         """The next message; None at end of stream; Timeout when none came in time."""
-        h = self._handle()
-        m = self._m
-        _check(_wait_loop(lambda ms: _s_recv(h, ms, ctypes.byref(m)), timeout))
-        self.gaps = m.gaps
-        if m.ended:
-            self.ended = True
-            return None
-        return Message(m.seq, m.ts_ns, ctypes.string_at(m.data, m.size) if m.size else b"", m.gaps)
+        i = self._i
+        if i >= len(self._data):
+            if not self._fill(self._BATCH, timeout):
+                return None
+            i = 0
+        self._i = i + 1
+        return self._data[i]
 
     def __iter__(self) -> Iterator[Message]:
         while True:
-            m = self.recv()
-            if m is None:
-                return
-            yield m
+            i = self._i
+            if i >= len(self._data):
+                if not self._fill(self._BATCH, None):
+                    return
+                i = 0
+            self._i = i + 1
+            yield self._data[i]
 
-    def close(self) -> None:
-        if self._h is not None:
-            h, self._h = self._h, None
-            _check(_s_close(h))
+    def recv_many(self, n: int = 65536, timeout: Optional[float] = None) -> list:
+        """Throughput: the payloads (bytes) of up to n messages, waiting for the first, then
+        taking what has already arrived; [] at end of stream; Timeout when nothing came."""
+        if not isinstance(n, int) or n < 1:
+            raise UsageError("n must be an integer >= 1")
+        if self._i < len(self._data):  # received already (by recv or iteration)
+            out = [m.data for m in self._data[self._i:self._i + n]]
+            self._i += len(out)
+            return out
+        self._fill(n, timeout, meta=False)
+        out, self._data = self._data, []
+        return out
 
-    def __enter__(self) -> "Subscriber":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+# ---- request / reply -------------------------------------------------------------------
 
-    def __del__(self):
+
+class Requester(_Handle):
+    """Sends requests to SERVICE: the servers the broker lists for it (plh-rep, plh.Replier,
+    any C host), least recently used first; or one server at an endpoint ("tcp://...") with
+    no broker. wait=True: a request waits (within its timeout) for a server to appear; else
+    NotFound at once when there is none.
+
+    >>> plh.Requester("dmm").request(b"VOLT?", timeout=2)
+    b'3.2'
+    """
+
+    _close_fn = staticmethod(_rq_close)
+
+    def __init__(self, service: str, broker: Optional[str] = None, wait: bool = False):
+        h = _vp()
+        _check(_rq_open(ctypes.byref(h), _enc(service), _enc(broker), 1 if wait else 0))
+        self._h = h
+        self.service = self._label = service
+        self._reply, self._size, self._status = _vp(), _c_size(), _c_u32()
+        self._refs = (ctypes.byref(self._reply), ctypes.byref(self._size), ctypes.byref(self._status))
+
+    def request(self, data: Union[bytes, bytearray, memoryview, str], timeout: Optional[float] = None) -> bytes:
+        """Sends one request and returns the reply (None: wait forever). Timeout when no reply
+        came in time (a late reply is dropped); RequestFailed for an error reply; Error when
+        the server went away with it."""
+        h = self._handle()
+        data = _as_bytes(data)
+        _check(_rq_send(h, data, len(data)))
+        r, z, st = self._refs
+        rc = _wait_loop(lambda ms: _rq_recv(h, ms, r, z, st), timeout)
+        if rc:
+            if rc == 1 and self._status.value:
+                raise RequestFailed((_lib.plh_last_error() or b"").decode("utf-8", "replace"), self._status.value)
+            _raise(rc)
+        return ctypes.string_at(self._reply.value, self._size.value) if self._size.value else b""
+
+
+class Replier(_Handle):
+    """Serves SERVICE: handler(request: bytes) -> bytes (or str, or None for an empty reply)
+    answers each request. An exception in the handler becomes an error reply (status 1, or a
+    plh.Error's code; the message "TypeName: text") and serving goes on.
+
+    Registered with the broker as plh-rep registers (so plh-req, plh.Requester and C hosts
+    find it); service=None: no broker, requesters connect to .endpoint. concurrency: the
+    requests the server advertises it takes at a time (it still handles one after another).
+    serve() loops until stop() (from another thread), count requests, or Ctrl-C."""
+
+    _close_fn = staticmethod(_rp_close)
+
+    def __init__(self, service: Optional[str], handler, broker: Optional[str] = None, bind: Optional[str] = None,
+                 concurrency: int = 1):
+        if not callable(handler):
+            raise UsageError("handler must be callable: handler(bytes) -> bytes")
+        h = _vp()
+        _check(_rp_open(ctypes.byref(h), _enc(service), _enc(broker), _enc(bind), concurrency))
+        self._h = h
+        self.service = service
+        self._label = service or "direct"
+        self.handler = handler
+        ep = _cp()
+        _check(_rp_endpoint(h, ctypes.byref(ep)))
+        self.endpoint = ep.value.decode()
+        self._req = _CRequest()
+        self._req_ref = ctypes.byref(self._req)
+        self._stopping = False
+        self.served = 0
+        self.errors = 0
+
+    def serve_one(self, timeout: Optional[float] = None) -> bool:
+        """Waits for one request (None: forever) and answers it; False when none came in time
+        or stop() was called."""
+        h = self._handle()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._stopping:
+                return False
+            ms = _SLICE_MS if deadline is None else max(0, min(_SLICE_MS, int((deadline - time.monotonic()) * 1000 + 0.999)))
+            rc = _rp_recv(h, ms, self._req_ref)
+            if rc == 0:
+                break
+            if rc != 3:
+                _raise(rc)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        q = self._req
+        token = q.token
+        body = ctypes.string_at(q.data, q.size) if q.size else b""
         try:
-            self.close()
-        except Exception:
-            pass
+            out = self.handler(body)
+            if out is None:
+                out = b""
+            elif isinstance(out, str):
+                out = out.encode()
+            elif not isinstance(out, bytes):
+                try:
+                    out = bytes(memoryview(out).cast("B"))
+                except TypeError:
+                    raise TypeError(f"the handler returned {type(out).__name__}, not bytes") from None
+        except Exception as e:  # the requester gets it; the service goes on
+            self.errors += 1
+            status = e.code if isinstance(e, Error) and 0 < e.code < 256 else 1
+            msg = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+            _check(_rp_send_error(h, token, status, msg.encode("utf-8", "replace")))
+            return True
+        _check(_rp_send(h, token, out, len(out)))
+        self.served += 1
+        return True
+
+    def serve(self, count: Optional[int] = None) -> int:
+        """Answers requests until stop(), count of them, or KeyboardInterrupt; returns how many."""
+        n = 0
+        while (count is None or n < count) and not self._stopping:
+            if self.serve_one():
+                n += 1
+        return n
+
+    run = serve
+
+    def stop(self) -> None:
+        """Makes serve() return within 0.1 s, for good (safe from another thread or a handler)."""
+        self._stopping = True
 
 
 # ---- broker queries --------------------------------------------------------------------

@@ -46,3 +46,21 @@ def broker_endpoint():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def curve_broker(tmp_path, monkeypatch):
+    """A plh-broker with a CURVE key (plh-ctl keygen); PLH_BROKER_KEY is set for the test."""
+    subprocess.run([tool("plh-ctl"), "keygen", "--out", str(tmp_path / "broker")], check=True,
+                   capture_output=True, timeout=30)
+    proc = subprocess.Popen([tool("plh-broker"), "--endpoint", "tcp://127.0.0.1:0", "-q",
+                             "--curve-secret-file", str(tmp_path / "broker.key")], stdout=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready, "plh-broker printed no ready line within 10 s"
+        ep = json.loads(proc.stdout.readline())["endpoint"]
+        monkeypatch.setenv("PLH_BROKER_KEY", "@" + str(tmp_path / "broker.pub"))
+        yield ep
+    finally:
+        proc.terminate()
+        proc.wait(10)

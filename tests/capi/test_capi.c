@@ -1,5 +1,6 @@
 /* The C API from C11, using only plh/plh.h: each function, good and bad input.
- * Usage: plh-capi-tests shm|bad-input|broker|pubsub  (PLH_BROKER_BIN: compile definition). */
+ * Usage: plh-capi-tests shm|bad-input|broker|pubsub|reqrep|pipeline
+ * (PLH_BROKER_BIN, PLH_REQ_BIN, PLH_REP_BIN: compile definitions). */
 #define _POSIX_C_SOURCE 200809L
 #include <plh/plh.h>
 
@@ -170,13 +171,16 @@ static int test_bad_input(void) {
   CHECK_RC(plh_shm_reader_geometry(NULL, NULL, NULL), PLH_USAGE);
   CHECK_RC(plh_shm_reader_skipped(NULL, NULL), PLH_USAGE);
   CHECK_RC(plh_shm_reader_close(NULL), PLH_OK);
-  CHECK_RC(plh_publisher_open(NULL, "c", NULL, NULL), PLH_USAGE);
-  CHECK_RC(plh_publisher_send(NULL, "x", 1, NULL), PLH_USAGE);
+  CHECK_RC(plh_publisher_open(NULL, "c", NULL, NULL, NULL), PLH_USAGE);
+  CHECK_RC(plh_publisher_send(NULL, "x", 1, 0, NULL), PLH_USAGE);
   CHECK_RC(plh_publisher_endpoint(NULL, NULL), PLH_USAGE);
   CHECK_RC(plh_publisher_wait_subscribers(NULL, 1, 0), PLH_USAGE);
   CHECK_RC(plh_publisher_close(NULL), PLH_OK);
   CHECK_RC(plh_subscriber_open(NULL, "c", NULL, 0, NULL, 0), PLH_USAGE);
   CHECK_RC(plh_subscriber_recv(NULL, 0, &m), PLH_USAGE);
+  uint64_t sizes[2];
+  CHECK_RC(plh_subscriber_recv_many(NULL, 0, buf, 0, sizes, NULL, NULL, 2, &got, NULL), PLH_USAGE);
+  CHECK_RC(plh_subscriber_gaps(NULL, sizes), PLH_USAGE);
   CHECK_RC(plh_subscriber_close(NULL), PLH_OK);
   CHECK_RC(plh_broker_ping(NULL, NULL), PLH_USAGE);
   CHECK_RC(plh_broker_list(NULL, NULL), PLH_USAGE);
@@ -213,10 +217,65 @@ static int test_bad_input(void) {
   CHECK(strcmp(plh_version(), "") != 0);
 
   /* unreachable broker: status 5, not a hang */
-  CHECK_RC(plh_publisher_open(NULL, "c", "tcp://127.0.0.1:1", NULL), PLH_USAGE);
+  CHECK_RC(plh_publisher_open(NULL, "c", NULL, "tcp://127.0.0.1:1", NULL), PLH_USAGE);
   plh_publisher* p = NULL;
-  CHECK_RC(plh_publisher_open(&p, "bad channel!", "tcp://127.0.0.1:1", NULL), PLH_USAGE);
+  CHECK_RC(plh_publisher_open(&p, "bad channel!", NULL, "tcp://127.0.0.1:1", NULL), PLH_USAGE);
   CHECK(p == NULL);
+  CHECK_RC(plh_publisher_open(&p, "c", "fanout", "tcp://127.0.0.1:1", NULL), PLH_USAGE);
+  CHECK(p == NULL);
+
+  /* request/reply: NULL handles and arguments, bad values */
+  plh_requester* rq = NULL;
+  plh_replier* rp = NULL;
+  plh_request req;
+  const void* reply = NULL;
+  size_t reply_size = 0;
+  uint32_t status = 0;
+  const char* rep_ep = NULL;
+  CHECK_RC(plh_requester_open(NULL, "svc", NULL, 0), PLH_USAGE);
+  CHECK_RC(plh_requester_open(&rq, NULL, NULL, 0), PLH_USAGE);
+  CHECK_RC(plh_requester_open(&rq, "bad service!", "tcp://127.0.0.1:1", 0), PLH_USAGE);
+  CHECK_RC(plh_requester_open(&rq, "svc", "tcp://127.0.0.1:1", 0), PLH_UNREACHABLE);
+  CHECK(rq == NULL);
+  CHECK_RC(plh_requester_request(NULL, "x", 1, 0, &reply, &reply_size, &status), PLH_USAGE);
+  CHECK_RC(plh_requester_send(NULL, "x", 1), PLH_USAGE);
+  CHECK_RC(plh_requester_recv(NULL, 0, &reply, &reply_size, NULL), PLH_USAGE);
+  CHECK_RC(plh_requester_close(NULL), PLH_OK);
+  CHECK_RC(plh_replier_open(NULL, NULL, NULL, NULL, 1), PLH_USAGE);
+  CHECK_RC(plh_replier_open(&rp, NULL, NULL, NULL, 0), PLH_USAGE);
+  CHECK_RC(plh_replier_open(&rp, NULL, NULL, "nonsense://x", 1), PLH_FAILURE);
+  CHECK(rp == NULL);
+  CHECK_RC(plh_replier_recv(NULL, 0, &req), PLH_USAGE);
+  CHECK_RC(plh_replier_send(NULL, 1, "x", 1), PLH_USAGE);
+  CHECK_RC(plh_replier_send_error(NULL, 1, 1, "x"), PLH_USAGE);
+  CHECK_RC(plh_replier_endpoint(NULL, &rep_ep), PLH_USAGE);
+  CHECK_RC(plh_replier_close(NULL), PLH_OK);
+  /* live handles: call order, unknown tokens, timeouts */
+  CHECK_RC(plh_replier_open(&rp, NULL, NULL, NULL, 1), PLH_OK);
+  if (rp) {
+    CHECK_RC(plh_replier_endpoint(rp, &rep_ep), PLH_OK);
+    CHECK_RC(plh_replier_recv(rp, 10, &req), PLH_TIMEOUT);
+    CHECK_RC(plh_replier_recv(rp, 0, NULL), PLH_USAGE);
+    CHECK_RC(plh_replier_send(rp, 42, "x", 1), PLH_USAGE);
+    CHECK_RC(plh_replier_send(rp, 42, NULL, 1), PLH_USAGE);
+    CHECK_RC(plh_replier_send_error(rp, 42, 0, "x"), PLH_USAGE);
+    CHECK_RC(plh_requester_open(&rq, rep_ep, NULL, 0), PLH_OK);
+    if (rq) {
+      CHECK_RC(plh_requester_recv(rq, 0, &reply, &reply_size, NULL), PLH_USAGE); /* nothing sent */
+      CHECK_RC(plh_requester_request(rq, NULL, 1, 0, &reply, &reply_size, NULL), PLH_USAGE);
+      CHECK_RC(plh_requester_request(rq, "x", 1, 0, NULL, &reply_size, NULL), PLH_USAGE);
+      /* no reply (the replier does not answer): timeout, then the request is still in flight */
+      CHECK_RC(plh_requester_request(rq, "x", 1, 50, &reply, &reply_size, &status), PLH_TIMEOUT);
+      CHECK_RC(plh_replier_recv(rp, 5000, &req), PLH_OK);
+      CHECK(req.size == 1 && memcmp(req.data, "x", 1) == 0);
+      CHECK_RC(plh_replier_send(rp, req.token, "y", 1), PLH_OK);
+      CHECK_RC(plh_replier_send(rp, req.token, "y", 1), PLH_USAGE); /* answered already */
+      CHECK_RC(plh_requester_recv(rq, 5000, &reply, &reply_size, &status), PLH_OK);
+      CHECK(reply_size == 1 && memcmp(reply, "y", 1) == 0 && status == 0);
+      CHECK_RC(plh_requester_close(rq), PLH_OK);
+    }
+    CHECK_RC(plh_replier_close(rp), PLH_OK);
+  }
   return failures;
 }
 
@@ -288,7 +347,7 @@ static int test_broker(void) {
 
   /* a registered channel shows in list and info */
   plh_publisher* p = NULL;
-  CHECK_RC(plh_publisher_open(&p, "capi-info", ep, "cam@2"), PLH_OK);
+  CHECK_RC(plh_publisher_open(&p, "capi-info", NULL, ep, "cam@2"), PLH_OK);
   CHECK_RC(plh_broker_info(ep, "capi-info", &json), PLH_OK);
   CHECK(json && strstr(json, "capi-info") != NULL);
   plh_free(json);
@@ -298,7 +357,7 @@ static int test_broker(void) {
   plh_free(json);
   /* a second producer of the same channel is refused (not a crash) */
   plh_publisher* p2 = NULL;
-  int rc = plh_publisher_open(&p2, "capi-info", ep, NULL);
+  int rc = plh_publisher_open(&p2, "capi-info", NULL, ep, NULL);
   CHECK(rc != PLH_OK && p2 == NULL);
   CHECK_RC(plh_publisher_close(p), PLH_OK);
   /* a subscriber of a missing channel: not found, or timeout while waiting */
@@ -353,7 +412,7 @@ static int test_pubsub(void) {
   pid_t child = fork();
   if (child == 0) _exit(subscriber_child(ep));
   plh_publisher* p = NULL;
-  CHECK_RC(plh_publisher_open(&p, "capi-stream", ep, NULL), PLH_OK);
+  CHECK_RC(plh_publisher_open(&p, "capi-stream", "pubsub", ep, NULL), PLH_OK);
   if (p) {
     const char* dep = NULL;
     CHECK_RC(plh_publisher_endpoint(p, &dep), PLH_OK);
@@ -363,10 +422,10 @@ static int test_pubsub(void) {
       char msg[32];
       int len = snprintf(msg, sizeof msg, "message %d", i);
       uint64_t seq = 0;
-      CHECK_RC(plh_publisher_send(p, msg, (size_t)len, &seq), PLH_OK);
+      CHECK_RC(plh_publisher_send(p, msg, (size_t)len, 0, &seq), PLH_OK);
       CHECK(seq == (uint64_t)i + 1);
     }
-    CHECK_RC(plh_publisher_send(p, NULL, 3, NULL), PLH_USAGE);
+    CHECK_RC(plh_publisher_send(p, NULL, 3, 0, NULL), PLH_USAGE);
     CHECK_RC(plh_publisher_close(p), PLH_OK);
   }
   int status = 0;
@@ -376,9 +435,240 @@ static int test_pubsub(void) {
   return failures;
 }
 
+/* ---- request/reply ---------------------------------------------------------------------- */
+
+/* A C replier serving until it has answered "bye": upper-cases; "fail" gets an error reply. */
+static int replier_child(const char* ep, const char* service) {
+  plh_replier* rp = NULL;
+  if (plh_replier_open(&rp, service, ep, NULL, 2) != PLH_OK) {
+    fprintf(stderr, "replier: open: %s\n", plh_last_error());
+    return 20;
+  }
+  for (;;) {
+    plh_request req;
+    int rc = plh_replier_recv(rp, 20000, &req);
+    if (rc != PLH_OK) {
+      fprintf(stderr, "replier: recv: %d %s\n", rc, plh_last_error());
+      return 21;
+    }
+    char buf[256];
+    size_t n = req.size < sizeof buf ? (size_t)req.size : sizeof buf;
+    if (n) memcpy(buf, req.data, n);
+    if (n == 4 && memcmp(buf, "fail", 4) == 0) {
+      if (plh_replier_send_error(rp, req.token, 7, "bad thing\nsecond line") != PLH_OK) return 22;
+      continue;
+    }
+    for (size_t i = 0; i < n; ++i)
+      if (buf[i] >= 'a' && buf[i] <= 'z') buf[i] = (char)(buf[i] - 'a' + 'A');
+    if (plh_replier_send(rp, req.token, buf, n) != PLH_OK) return 23;
+    if (n == 3 && memcmp(buf, "BYE", 3) == 0) break;
+  }
+  return plh_replier_close(rp) == PLH_OK ? 0 : 24;
+}
+
+static pid_t spawn(const char* const* argv, int* out_fd) {
+  int fds[2] = {-1, -1};
+  if (out_fd && pipe(fds) != 0) return -1;
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (out_fd) {
+      dup2(fds[1], 1);
+      close(fds[0]);
+      close(fds[1]);
+    }
+    execv(argv[0], (char* const*)argv);
+    _exit(127);
+  }
+  if (out_fd) {
+    close(fds[1]);
+    *out_fd = fds[0];
+  }
+  return pid;
+}
+
+static int test_reqrep(void) {
+  char ep[256];
+  pid_t broker = start_broker(ep, sizeof ep);
+  CHECK(broker > 0);
+  if (broker <= 0) return failures;
+  const void* reply = NULL;
+  size_t reply_size = 0;
+  uint32_t status = 99;
+
+  /* C requester <-> C replier, found through the broker */
+  plh_requester* rq = NULL;
+  CHECK_RC(plh_requester_open(&rq, "capi-svc", ep, 0), PLH_NOT_FOUND); /* no server yet */
+  CHECK_RC(plh_requester_open(&rq, "capi-svc", ep, 1), PLH_OK);     /* wait: requests wait for one */
+  fflush(stderr);
+  pid_t child = fork();
+  if (child == 0) _exit(replier_child(ep, "capi-svc"));
+  if (rq) {
+    CHECK_RC(plh_requester_request(rq, "hello", 5, 20000, &reply, &reply_size, &status), PLH_OK);
+    CHECK(reply_size == 5 && memcmp(reply, "HELLO", 5) == 0 && status == 0);
+    CHECK_RC(plh_requester_request(rq, "fail", 4, 20000, &reply, &reply_size, &status), PLH_FAILURE);
+    CHECK(status == 7 && strstr(plh_last_error(), "bad thing") != NULL && strstr(plh_last_error(), "second") == NULL);
+    CHECK_RC(plh_requester_request(rq, "", 0, 20000, &reply, &reply_size, &status), PLH_OK);
+    CHECK(reply_size == 0 && status == 0);
+    CHECK_RC(plh_requester_request(rq, "bye", 3, 20000, &reply, &reply_size, &status), PLH_OK);
+    CHECK(reply_size == 3 && memcmp(reply, "BYE", 3) == 0);
+  }
+  int st = 0;
+  waitpid(child, &st, 0);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  /* the server is gone: a request times out waiting for one */
+  if (rq) CHECK_RC(plh_requester_request(rq, "x", 1, 300, &reply, &reply_size, &status), PLH_TIMEOUT);
+  CHECK_RC(plh_requester_close(rq), PLH_OK);
+
+  /* C requester -> plh-rep */
+  const char* rep_argv[] = {PLH_REP_BIN, "capi-tool", "--broker", ep, "--", "tr", "a-z", "A-Z", NULL};
+  pid_t rep = spawn(rep_argv, NULL);
+  CHECK(rep > 0);
+  rq = NULL;
+  CHECK_RC(plh_requester_open(&rq, "capi-tool", ep, 1), PLH_OK);
+  if (rq) {
+    CHECK_RC(plh_requester_request(rq, "abc", 3, 20000, &reply, &reply_size, &status), PLH_OK);
+    CHECK(reply_size == 3 && memcmp(reply, "ABC", 3) == 0);
+    CHECK_RC(plh_requester_close(rq), PLH_OK);
+  }
+  kill(rep, SIGTERM);
+  waitpid(rep, NULL, 0);
+
+  /* plh-req -> C replier */
+  plh_replier* rp = NULL;
+  CHECK_RC(plh_replier_open(&rp, "capi-c", ep, NULL, 1), PLH_OK);
+  if (rp) {
+    int out = -1;
+    const char* req_argv[] = {PLH_REQ_BIN, "capi-c", "--broker", ep, "-W", "20s", "ping", NULL};
+    pid_t req = spawn(req_argv, &out);
+    plh_request rq1;
+    CHECK_RC(plh_replier_recv(rp, 20000, &rq1), PLH_OK);
+    CHECK(rq1.size == 4 && memcmp(rq1.data, "ping", 4) == 0 && rq1.id != 0);
+    CHECK_RC(plh_replier_send(rp, rq1.token, "pong", 4), PLH_OK);
+    char got[64] = {0};
+    size_t used = 0;
+    for (;;) {
+      ssize_t k = read(out, got + used, sizeof got - 1 - used);
+      if (k <= 0) break;
+      used += (size_t)k;
+    }
+    close(out);
+    waitpid(req, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(strcmp(got, "pong\n") == 0);
+    CHECK_RC(plh_replier_close(rp), PLH_OK);
+  }
+  stop_broker(broker);
+  return failures;
+}
+
+/* ---- pipeline ---------------------------------------------------------------------------- */
+
+enum { kWork = 300 };
+
+/* A pipeline worker: writes the seq of every message it gets to fd; many: with
+ * plh_subscriber_recv_many. */
+static int worker_child(const char* ep, int fd, int many) {
+  plh_subscriber* s = NULL;
+  if (plh_subscriber_open(&s, "capi-work", ep, 1, NULL, 10000) != PLH_OK) {
+    fprintf(stderr, "worker: open: %s\n", plh_last_error());
+    return 30;
+  }
+  plh_message m;
+  while (many) {
+    static unsigned char buf[4096];
+    uint64_t sizes[16], seqs[16];
+    int64_t ts[16];
+    size_t got = 0, used = 0;
+    int ended = 0;
+    int rc = plh_subscriber_recv_many(s, 20000, buf, sizeof buf, sizes, seqs, ts, 16, &got, &ended);
+    if (rc != PLH_OK) {
+      fprintf(stderr, "worker: recv_many: %d %s\n", rc, plh_last_error());
+      return 35;
+    }
+    if (got == 0) {
+      if (!ended) return 36;
+      return plh_subscriber_close(s) == PLH_OK ? 0 : 34;
+    }
+    for (size_t i = 0; i < got; ++i) {
+      char want[32];
+      int len = snprintf(want, sizeof want, "job %llu", (unsigned long long)seqs[i]);
+      if (sizes[i] != (uint64_t)len || memcmp(buf + used, want, (size_t)len) != 0 || ts[i] <= 0) return 37;
+      used += sizes[i];
+      if (write(fd, &seqs[i], sizeof seqs[i]) != (ssize_t)sizeof seqs[i]) return 33;
+    }
+  }
+  for (;;) {
+    int rc = plh_subscriber_recv(s, 20000, &m);
+    if (rc != PLH_OK) {
+      fprintf(stderr, "worker: recv: %d %s\n", rc, plh_last_error());
+      return 31;
+    }
+    if (m.ended) break;
+    char want[32];
+    int len = snprintf(want, sizeof want, "job %llu", (unsigned long long)m.seq);
+    if (m.size != (uint64_t)len || memcmp(m.data, want, (size_t)len) != 0) return 32;
+    if (write(fd, &m.seq, sizeof m.seq) != (ssize_t)sizeof m.seq) return 33;
+  }
+  return plh_subscriber_close(s) == PLH_OK ? 0 : 34;
+}
+
+static int test_pipeline(void) {
+  char ep[256];
+  pid_t broker = start_broker(ep, sizeof ep);
+  CHECK(broker > 0);
+  if (broker <= 0) return failures;
+  plh_publisher* p = NULL;
+  CHECK_RC(plh_publisher_open(&p, "capi-work", "pipeline", ep, NULL), PLH_OK);
+  if (!p) {
+    stop_broker(broker);
+    return failures;
+  }
+  /* no worker: the first message waits inside for one, the next send times out (not sent) */
+  uint64_t seq = 0;
+  CHECK_RC(plh_publisher_send(p, "job 1", 5, 50, &seq), PLH_OK);
+  CHECK(seq == 1);
+  CHECK_RC(plh_publisher_send(p, "job 2", 5, 50, &seq), PLH_TIMEOUT);
+  int fds[2];
+  CHECK(pipe(fds) == 0);
+  pid_t workers[2];
+  for (int i = 0; i < 2; ++i) {
+    fflush(stderr);
+    workers[i] = fork();
+    if (workers[i] == 0) {
+      close(fds[0]);
+      _exit(worker_child(ep, fds[1], i));
+    }
+  }
+  close(fds[1]);
+  CHECK_RC(plh_publisher_wait_subscribers(p, 2, 10000), PLH_OK);
+  for (int i = 2; i <= kWork; ++i) {
+    char msg[32];
+    int len = snprintf(msg, sizeof msg, "job %d", i);
+    CHECK_RC(plh_publisher_send(p, msg, (size_t)len, 20000, &seq), PLH_OK);
+    CHECK(seq == (uint64_t)i);
+  }
+  CHECK_RC(plh_publisher_close(p), PLH_OK);
+  static int seen[kWork + 1];
+  uint64_t got_seq = 0;
+  while (read(fds[0], &got_seq, sizeof got_seq) == (ssize_t)sizeof got_seq)
+    if (got_seq >= 1 && got_seq <= kWork) ++seen[got_seq];
+  close(fds[0]);
+  int once = 0;
+  for (int i = 1; i <= kWork; ++i) once += seen[i] == 1;
+  CHECK(once == kWork); /* each job exactly once (nothing failed, so no redelivery) */
+  for (int i = 0; i < 2; ++i) {
+    int st = 0;
+    waitpid(workers[i], &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+  stop_broker(broker);
+  return failures;
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
-    fprintf(stderr, "usage: plh-capi-tests shm|bad-input|broker|pubsub\n");
+    fprintf(stderr, "usage: plh-capi-tests shm|bad-input|broker|pubsub|reqrep|pipeline\n");
     return 2;
   }
   int rc;
@@ -386,6 +676,8 @@ int main(int argc, char** argv) {
   else if (strcmp(argv[1], "bad-input") == 0) rc = test_bad_input();
   else if (strcmp(argv[1], "broker") == 0) rc = test_broker();
   else if (strcmp(argv[1], "pubsub") == 0) rc = test_pubsub();
+  else if (strcmp(argv[1], "reqrep") == 0) rc = test_reqrep();
+  else if (strcmp(argv[1], "pipeline") == 0) rc = test_pipeline();
   else {
     fprintf(stderr, "unknown test '%s'\n", argv[1]);
     return 2;

@@ -119,17 +119,25 @@ PLH_API int plh_shm_reader_close(plh_shm_reader* r);
 typedef struct plh_publisher plh_publisher;
 typedef struct plh_subscriber plh_subscriber;
 
-/* broker: endpoint, NULL = $PLH_BROKER, else tcp://127.0.0.1:5555 ($PLH_BROKER_KEY is
- * honoured for the control connection). Binds tcp://127.0.0.1:0 and registers CHANNEL
- * (pattern pubsub). schema: "ID[@VERSION]" or NULL. */
-PLH_API int plh_publisher_open(plh_publisher** out, const char* channel, const char* broker, const char* schema);
+/* broker: endpoint, NULL = $PLH_BROKER, else tcp://127.0.0.1:5555. Binds
+ * tcp://127.0.0.1:0 and registers CHANNEL. pattern: "pubsub" (NULL means this: every
+ * subscriber gets every message) or "pipeline" (each message goes to exactly one
+ * subscriber, a worker, when it has room; at least once). schema: "ID[@VERSION]" or NULL.
+ * With $PLH_BROKER_KEY (a CURVE broker, as for the tools) the data plane is CURVE too: a
+ * fresh server keypair, registered with the channel, admitting the client keys the
+ * broker admits; subscribers use $PLH_CLIENT_KEY (else an ephemeral key). */
+PLH_API int plh_publisher_open(plh_publisher** out, const char* channel, const char* pattern, const char* broker,
+                               const char* schema);
 /* The data endpoint subscribers connect to (valid while the handle lives). */
 PLH_API int plh_publisher_endpoint(const plh_publisher* p, const char** endpoint);
 /* Waits until at least n subscribers are connected (PLH_TIMEOUT after timeout_ms). */
 PLH_API int plh_publisher_wait_subscribers(plh_publisher* p, int n, int64_t timeout_ms);
-/* Sends one message (never blocks; a subscriber at its high-water mark misses it and
- * sees a gap). *seq (may be NULL) receives its sequence number (1, 2, ...). */
-PLH_API int plh_publisher_send(plh_publisher* p, const void* data, size_t size, uint64_t* seq);
+/* Sends one message. pubsub: never blocks (a subscriber at its high-water mark misses it
+ * and sees a gap; timeout_ms is ignored). pipeline: waits while the workers have no room
+ * (what is already queued for them goes first; one message is held inside while there is
+ * no worker at all), at most timeout_ms (PLH_TIMEOUT: not sent; send it again). *seq (may
+ * be NULL) receives its sequence number (1, 2, ...). */
+PLH_API int plh_publisher_send(plh_publisher* p, const void* data, size_t size, int64_t timeout_ms, uint64_t* seq);
 /* Sends end of stream (delivered to plh-sub consumers, bounded by 5 s), deregisters,
  * frees the handle. */
 PLH_API int plh_publisher_close(plh_publisher* p);
@@ -143,13 +151,86 @@ typedef struct plh_message {
   int ended;          /* 1: end of stream, no data */
 } plh_message;
 
-/* Finds CHANNEL through the broker and connects. wait != 0: waits up to timeout_ms for
- * the channel to appear; else PLH_NOT_FOUND at once when it does not exist. */
+/* Finds CHANNEL through the broker and connects (its pattern, pubsub or pipeline, and its
+ * CURVE key come from the broker). wait != 0: waits up to timeout_ms for the channel to
+ * appear; else PLH_NOT_FOUND at once when it does not exist. A pipeline subscriber is a
+ * worker: what it received is confirmed when a receive finds nothing more waiting (it is
+ * idle); what it had not confirmed when it closes (or dies) goes to another worker (at
+ * least once). */
 PLH_API int plh_subscriber_open(plh_subscriber** out, const char* channel, const char* broker, int wait,
                                 const char* schema, int64_t timeout_ms);
 /* Next message: PLH_OK (msg->ended = 1 at end of stream), PLH_TIMEOUT. */
 PLH_API int plh_subscriber_recv(plh_subscriber* s, int64_t timeout_ms, plh_message* msg);
+/* Throughput: up to max messages, copied. Waits up to timeout_ms for the first, then takes
+ * what has already arrived. Payloads are packed into buf in order, sizes[i] their sizes;
+ * seqs[i] and ts_ns[i] (each may be NULL) their sequence numbers and timestamps. Stops
+ * early when the next payload does not fit the rest of buf; when even the first does not
+ * fit: PLH_USAGE with sizes[0] = its size (it stays for the next call, with a larger buf).
+ * *got = messages; PLH_OK with *got = 0 only at end of stream (*ended = 1). */
+PLH_API int plh_subscriber_recv_many(plh_subscriber* s, int64_t timeout_ms, void* buf, size_t buf_size,
+                                     uint64_t* sizes, uint64_t* seqs, int64_t* ts_ns, size_t max, size_t* got,
+                                     int* ended);
+/* Messages missed so far (sequence jumps), as plh_message.gaps. */
+PLH_API int plh_subscriber_gaps(const plh_subscriber* s, uint64_t* gaps);
 PLH_API int plh_subscriber_close(plh_subscriber* s);
+
+/* ---- Request / reply (the wire of plh-req / plh-rep, see man plh-req) ----------------- */
+
+typedef struct plh_requester plh_requester;
+typedef struct plh_replier plh_replier;
+
+/* A requester of SERVICE: the servers the broker lists for it (re-listed every second
+ * while requests run; each request goes to the least recently used server that is up), or,
+ * when SERVICE is an endpoint ("tcp://...", "ipc://..."), that one server with no broker.
+ * wait == 0: PLH_NOT_FOUND at once when the broker lists no server; wait != 0: a request
+ * waits (within its timeout) for a server to appear. CURVE as for the subscriber. */
+PLH_API int plh_requester_open(plh_requester** out, const char* service, const char* broker, int wait);
+/* Sends one request and waits up to timeout_ms for its reply: PLH_OK with *reply /
+ * *reply_size (valid until the next request or close; NULL/0 for an empty reply).
+ * *status (may be NULL) receives the reply status: 0 ok, else the server's error status
+ * (1..255 an exit status, 256+N a signal, 1000+ see plh-req(1)) with PLH_FAILURE and the
+ * server's message in plh_last_error(). PLH_TIMEOUT when no reply came in time (the
+ * request is abandoned: a late reply is dropped). One request at a time per handle. */
+PLH_API int plh_requester_request(plh_requester* r, const void* data, size_t size, int64_t timeout_ms,
+                                  const void** reply, size_t* reply_size, uint32_t* status);
+/* The same in two steps, for hosts that wait in slices (e.g. to stay interruptible):
+ * plh_requester_send issues the request (replacing one still in flight), then
+ * plh_requester_recv waits up to timeout_ms; PLH_TIMEOUT keeps the request in flight, so
+ * recv may be called again. Results as for plh_requester_request. */
+PLH_API int plh_requester_send(plh_requester* r, const void* data, size_t size);
+PLH_API int plh_requester_recv(plh_requester* r, int64_t timeout_ms, const void** reply, size_t* reply_size,
+                               uint32_t* status);
+PLH_API int plh_requester_close(plh_requester* r);
+
+/* One received request: reply to it with plh_replier_send(_error) and its token. */
+typedef struct plh_request {
+  const void* data;   /* size bytes, valid until the reply to it is sent or close */
+  uint64_t size;
+  uint64_t token;     /* identifies the request in plh_replier_send / _send_error */
+  uint64_t id;        /* the requester's request id (0 from a plain REQ client) */
+  uint32_t flags;     /* bit 0: a retry (the requester sent this id before) */
+} plh_request;
+
+/* A server of SERVICE: binds a ROUTER (bind: endpoint, NULL = tcp://127.0.0.1:0, or every
+ * interface when the broker is remote) and registers it with the broker as plh-rep does
+ * (SERVICE.sPID-XXXXXX, pattern reqrep). service NULL: no broker (requesters connect to
+ * plh_replier_endpoint directly). concurrency >= 1: the requests it takes at a time
+ * (advertised to requesters; more are queued). With $PLH_BROKER_KEY it is a CURVE server.
+ * No callbacks: the host loops plh_replier_recv → work → plh_replier_send. */
+PLH_API int plh_replier_open(plh_replier** out, const char* service, const char* broker, const char* bind,
+                             int concurrency);
+PLH_API int plh_replier_endpoint(const plh_replier* r, const char** endpoint);
+/* The next request, waiting up to timeout_ms (PLH_TIMEOUT). Malformed requests are
+ * answered (status 1002) or dropped, never returned. */
+PLH_API int plh_replier_recv(plh_replier* r, int64_t timeout_ms, plh_request* req);
+/* Replies (status 0) to the request with this token (PLH_USAGE for an unknown token). */
+PLH_API int plh_replier_send(plh_replier* r, uint64_t token, const void* data, size_t size);
+/* Replies with an error: status 1..255 (like an exit status; 1 for a general failure) or
+ * 1000+ (plh-req(1)); message: one line, cut to 512 bytes (NULL: ""). */
+PLH_API int plh_replier_send_error(plh_replier* r, uint64_t token, uint32_t status, const char* message);
+/* Answers requests still held with status 1003 (service unavailable), deregisters and
+ * frees the handle. */
+PLH_API int plh_replier_close(plh_replier* r);
 
 /* ---- Broker queries (the answers of plh-ctl --json, as JSON text) --------------------- */
 
