@@ -87,7 +87,7 @@ TEST_CASE("reqrep: a stdin stream of requests, -j 4 over uneven handlers, replie
   CHECK(r.out == seq_text(60));
 }
 
-TEST_CASE("reqrep: an error reply is exit 1 with the server's stderr line; --keep-going counts", "[e2e][reqrep]") {
+TEST_CASE("reqrep: an error reply is exit 1 with the server's stderr line, --keep-going counts", "[e2e][reqrep]") {
   auto broker = rr_broker();
   auto env = env_for(broker);
   const auto svc = service("err");
@@ -216,7 +216,7 @@ TEST_CASE("reqrep: a server SIGKILLed mid-request: retried elsewhere with --retr
   CHECK(std::chrono::steady_clock::now() - t0 < 5s);
 }
 
-TEST_CASE("reqrep: --pipe with a python driver; a driver that exits ends the service with exit 1", "[e2e][reqrep]") {
+TEST_CASE("reqrep: --pipe with a python driver, a driver that exits ends the service with exit 1", "[e2e][reqrep]") {
   auto broker = rr_broker();
   auto env = env_for(broker);
   const auto svc = service("pipe");
@@ -239,7 +239,7 @@ TEST_CASE("reqrep: --pipe with a python driver; a driver that exits ends the ser
   CHECK(sr.err.find("--pipe driver") != std::string::npos);
 }
 
-TEST_CASE("reqrep: a pyzmq REQ and DEALER call plh-rep; a pyzmq ROUTER answers plh-req", "[e2e][reqrep]") {
+TEST_CASE("reqrep: a pyzmq REQ and DEALER call plh-rep, a pyzmq ROUTER answers plh-req", "[e2e][reqrep]") {
   auto s = serve({"--no-broker", "--bind", "tcp://127.0.0.1:0", "--", "tr", "a-z", "A-Z"});
   const std::string client =
       "import sys, struct, zmq\n"
@@ -279,7 +279,7 @@ TEST_CASE("reqrep: a pyzmq REQ and DEALER call plh-rep; a pyzmq ROUTER answers p
   CHECK(r3.err.find("exit status 5") != std::string::npos);
 }
 
-TEST_CASE("reqrep: a reply for an unknown id is counted and dropped; a malformed request gets an error reply",
+TEST_CASE("reqrep: a reply for an unknown id is counted and dropped, a malformed request gets an error reply",
           "[e2e][reqrep]") {
   const std::string server =
       "import sys, struct, zmq\n"

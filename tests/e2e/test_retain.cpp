@@ -77,7 +77,7 @@ TEST_CASE("plh-pub --retain: a subscriber that joins later gets the last message
   CHECK(pub.wait(20s).code == 0);
 }
 
-TEST_CASE("plh-sub --last without a retaining publisher waits for the next message; bad combinations are usage errors",
+TEST_CASE("plh-sub --last without a retaining publisher waits for the next message, bad combinations are usage errors",
           "[e2e][pubsub][retain]") {
   auto b = BrokerProcess::start();
   const auto env = env_for(b);
