@@ -122,7 +122,7 @@ TEST_CASE("plh-shm create --help shows no default next to REQUIRED", "[cli][shm]
   CHECK(seen == 2);
 }
 
-TEST_CASE("man plh-shm(1) has no stray form feeds from a mangled \\f escape", "[cli][man]") {
+TEST_CASE("man plh-shm(1) has no stray form feeds from a mangled font escape", "[cli][man]") {
   std::ifstream in(std::string(PLH_SOURCE_DIR) + "/man/plh-shm.1");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   REQUIRE(!text.empty());
