@@ -333,24 +333,23 @@ std::string describe_config(const CLI::App& app, const std::string& tool, bool j
     out << "no entries" << (tool.empty() ? "" : " for " + tool) << "\n";
     return out.str();
   }
-  std::size_t wk = 3, wv = 5, ws = 7;
+  std::size_t wk = 3, wv = 5, ws = 7, wf = 4;
   auto value_of = [](const ConfigEntry& e) { return join(e.values, ","); };
   for (const auto& r : rows) {
     wk = std::max(wk, r.entry->key.size());
     wv = std::max(wv, value_of(*r.entry).size());
     ws = std::max(ws, r.entry->section().size());
+    wf = std::max(wf, r.entry->file.size());
   }
   auto pad = [](std::string s, std::size_t w) {
     s.resize(std::max(w, s.size()), ' ');
     return s;
   };
-  out << pad("KEY", wk) << "  " << pad("VALUE", wv) << "  " << pad("SECTION", ws) << "  FILE"
-      << (tool.empty() ? "" : "  STATUS") << "\n";
+  out << pad("KEY", wk) << "  " << pad("VALUE", wv) << "  " << pad("SECTION", ws) << "  "
+      << (tool.empty() ? "FILE" : pad("FILE", wf) + "  STATUS") << "\n";
   for (const auto& r : rows) {
     out << pad(r.entry->key, wk) << "  " << pad(value_of(*r.entry), wv) << "  " << pad(r.entry->section(), ws) << "  "
-        << r.entry->file;
-    if (!tool.empty()) out << "  " << r.status;
-    out << "\n";
+        << (tool.empty() ? r.entry->file : pad(r.entry->file, wf) + "  " + r.status) << "\n";
   }
   return out.str();
 }
