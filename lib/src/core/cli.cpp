@@ -61,8 +61,9 @@ void add_broker_options(CLI::App& app, BrokerOptions& opts) {
                  "This client's CURVE key pair, the one an allow-listing broker admits: [@]PREFIX.key from plh-ctl keygen "
                  "(default: $PLH_CLIENT_KEY, else a fresh key pair)")
       ->each([](const std::string& value) {
-        // Read at once: a missing or malformed key file is a usage error before anything connects.
-        set_client_keypair(read_curve_secret_file(!value.empty() && value[0] == '@' ? value.substr(1) : value));
+        // Read when the first connection is made, before it connects: a missing or malformed
+        // key file is a usage error then (and `plh-ctl config` still shows a broken profile).
+        set_client_key_file(value);
       });
   app.add_option("--broker-timeout", opts.timeout,
                  "How long to wait for the broker to answer a request (default 2s)");

@@ -176,16 +176,18 @@ std::string read_token_file(const std::string& path, bool require_private) {
 }
 
 namespace {
-std::optional<CurveKeypair>& process_client_keypair() {
-  static std::optional<CurveKeypair> kp;
-  return kp;
+std::string& process_client_key_file() {
+  static std::string path;
+  return path;
 }
 }  // namespace
 
-void set_client_keypair(const CurveKeypair& kp) { process_client_keypair() = kp; }
+void set_client_key_file(const std::string& path) {
+  process_client_key_file() = !path.empty() && path[0] == '@' ? path.substr(1) : path;
+}
 
 CurveKeypair client_keypair_from_env() {
-  if (const auto& kp = process_client_keypair()) return *kp;
+  if (const std::string& file = process_client_key_file(); !file.empty()) return read_curve_secret_file(file);
   const char* env = std::getenv("PLH_CLIENT_KEY");
   if (!env || !*env) return generate_curve_keypair();
   std::string v = env;

@@ -43,12 +43,13 @@ std::vector<std::string> read_allowed_keys(const std::string& path);
 // `require_private` as for read_curve_secret_file (the broker's admin token).
 std::string read_token_file(const std::string& path, bool require_private = false);
 
-// The client keypair for CURVE connections: the one given to set_client_keypair (the
-// tools' --client-key) when set, else PLH_CLIENT_KEY=@PATH (a secret key file from
-// `plh-ctl keygen`, or its prefix) when set, else a fresh ephemeral keypair.
+// The client keypair for CURVE connections: read from the file given to
+// set_client_key_file (the tools' --client-key) when set, else from PLH_CLIENT_KEY=@PATH
+// (a secret key file from `plh-ctl keygen`, or its prefix) when set, else a fresh
+// ephemeral keypair. UsageError naming the file when it cannot be read.
 CurveKeypair client_keypair_from_env();
-// The process's own client key pair from now on (the --client-key option, parsed before
-// any connection is made; not for use while other threads connect).
-void set_client_keypair(const CurveKeypair& kp);
+// The process's own key file from now on ("PATH" or "@PATH"; the --client-key option, set
+// while parsing, before any connection is made; not for use while other threads connect).
+void set_client_key_file(const std::string& path);
 
 }  // namespace plh
