@@ -488,6 +488,16 @@ class NotificationRouter {
 };
 
 // What the followers of one plh-sub share. With one channel: no lock, the process's stop.
+// to += s, for the counters --stats shows.
+void add_stats(SubscriberStats& to, const SubscriberStats& s) {
+  to.bytes += s.bytes;
+  to.frames += s.frames;
+  to.gaps += s.gaps;
+  to.gap_events += s.gap_events;
+  to.malformed += s.malformed;
+  to.dropped_connections += s.dropped_connections;
+}
+
 // Counters over every channel of a plh-sub (--stats' total line).
 struct SubTotals {
   std::mutex mu;
@@ -496,12 +506,7 @@ struct SubTotals {
   void add(std::uint64_t n, const SubscriberStats& s) {
     std::lock_guard lock(mu);
     received += n;
-    stats.bytes += s.bytes;
-    stats.frames += s.frames;
-    stats.gaps += s.gaps;
-    stats.gap_events += s.gap_events;
-    stats.malformed += s.malformed;
-    stats.dropped_connections += s.dropped_connections;
+    add_stats(stats, s);
   }
 };
 
@@ -671,14 +676,7 @@ int follow_channel(const SubOptions& o, SubShared& sh) {
   SubscriberStats total;  // over every publisher followed
   const auto start = clock::now();
 
-  auto add_stats = [&](const SubscriberStats& s) {
-    total.bytes += s.bytes;
-    total.frames += s.frames;
-    total.gaps += s.gaps;
-    total.gap_events += s.gap_events;
-    total.malformed += s.malformed;
-    total.dropped_connections += s.dropped_connections;
-  };
+  auto add_to_total = [&](const SubscriberStats& s) { add_stats(total, s); };
   cli::StatsAtExit stats_at_exit([&] {  // also when the run ends by an error
     if (sh.totals) sh.totals->add(received, total);
     if (!o.stats) return;
@@ -738,7 +736,7 @@ int follow_channel(const SubOptions& o, SubShared& sh) {
         f = sub.try_receive();
       } catch (const StreamMismatch& e) {
         if (!o.follow) {
-          add_stats(sub.stats());
+          add_to_total(sub.stats());
           finish_with(1);
           throw;
         }
@@ -809,7 +807,7 @@ int follow_channel(const SubOptions& o, SubShared& sh) {
       // The data connection: unreachable within --connect-timeout is an error.
       const ConnectionState& conn = sub.connection();
       if (conn.auth_failures > 0 && !conn.handshake_ok) {
-        add_stats(sub.stats());
+        add_to_total(sub.stats());
         finish_with(1);
         throw RefusedError("the publisher at " + att->cfg.endpoint + " refused this client's key (ZAP status " +
                            std::to_string(conn.status_code) + "): it is not on the channel's allow-list");
@@ -894,7 +892,7 @@ int follow_channel(const SubOptions& o, SubShared& sh) {
                      "delivered",
                      label, lost, before, *final_seq);
     }
-    add_stats(sub.stats());
+    add_to_total(sub.stats());
     // Only a stream that ended (EOS or deregistration) is never attached again; after an
     // outage (closed by heartbeat timeout, data plane gone) the same publisher comes back
     // with the same stream id and --follow must take it up again.
@@ -974,7 +972,7 @@ int run_subscriber(const SubOptions& in) {
   out.set_print_channel(in.print_channel);
   SubShared sh;
   sh.out = &out;
-  if (in.timeout) sh.deadline = clock::now() + *in.timeout;
+  const auto deadline = in.timeout ? clock::now() + *in.timeout : clock::time_point::max();
   NotificationRouter router;  // outlives the client, whose thread calls it
   std::unique_ptr<BrokerClient> client;
   if (!direct) {
@@ -988,10 +986,13 @@ int run_subscriber(const SubOptions& in) {
     SubOptions o = in;
     o.channel = names.front();
     sh.stop_fd = stop_fd();
+    sh.deadline = deadline;
     return follow_channel(o, sh);
   }
 
   // Several channels: one follower thread each, writing whole frames under one lock.
+  // -W is this thread's: at the deadline it stops the followers (so that -n counts and
+  // the message are about all channels).
   std::mutex out_mu;
   std::uint64_t total_received = 0;
   std::atomic<bool> abort{false};
@@ -1112,11 +1113,11 @@ int run_subscriber(const SubOptions& in) {
       }
       if (stop_requested()) break;
       const auto now = clock::now();
-      if (now >= sh.deadline) {
+      if (now >= deadline) {
         timed_out = true;
         break;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(sh.deadline - now).count();
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
       struct pollfd fds[2] = {{stop_fd(), POLLIN, 0}, {wake_fd.fd(), POLLIN, 0}};
       ::poll(fds, 2, static_cast<int>(std::min<long long>(left + 1, 1000)));
       wake_fd.drain();
@@ -1145,7 +1146,8 @@ int run_subscriber(const SubOptions& in) {
     if (in.count)
       throw TimeoutError("timed out: received " + std::to_string(total_received) + " of " +
                          std::to_string(in.count) + " messages on " + shown);
-    throw TimeoutError("timed out on " + shown + " (" + std::to_string(total_received) + " messages received)");
+    throw TimeoutError((any_pattern ? "timed out on " : "timed out before the end of stream on ") + shown + " (" +
+                       std::to_string(total_received) + " messages received)");
   }
   return 0;
 }
