@@ -1021,9 +1021,11 @@ int run_subscriber(const SubOptions& in) {
   std::deque<std::string> appeared;  // channels a WATCH reported, to start
   const auto start = clock::now();
 
+  std::size_t followed = 0;  // followers started (--stats)
   auto spawn = [&](const std::string& channel, bool from_pattern) {
     for (const auto& r : runs)
       if (r.channel == channel && !r.done.load()) return;  // already followed
+    ++followed;
     Run& r = runs.emplace_back();
     r.channel = channel;
     r.from_pattern = from_pattern;
@@ -1110,6 +1112,15 @@ int run_subscriber(const SubOptions& in) {
         bool all_done = !any_pattern;
         for (const auto& r : runs) all_done = all_done && r.done.load();
         if (all_done) break;
+        // A pattern's channels come and go for hours: join the followers that ended.
+        for (auto it = runs.begin(); it != runs.end();) {
+          if (!it->done.load()) {
+            ++it;
+            continue;
+          }
+          it->thread.join();  // it only signals wake_fd after `done`
+          it = runs.erase(it);
+        }
       }
       if (stop_requested()) break;
       const auto now = clock::now();
@@ -1134,7 +1145,7 @@ int run_subscriber(const SubOptions& in) {
     std::fprintf(stderr, "plh-sub: stats: total over %zu channel(s): received %" PRIu64 " messages, %" PRIu64
                  " bytes, %" PRIu64 " gaps (%" PRIu64 " messages missed), %" PRIu64
                  " malformed frames, %" PRIu64 " dropped connections in %.3f s (%.0f msg/s)\n",
-                 runs.size(), totals.received, totals.stats.bytes, totals.stats.gap_events, totals.stats.gaps,
+                 followed, totals.received, totals.stats.bytes, totals.stats.gap_events, totals.stats.gaps,
                  totals.stats.malformed, totals.stats.dropped_connections, secs,
                  secs > 0 ? static_cast<double>(totals.received) / secs : 0.0);
   }
