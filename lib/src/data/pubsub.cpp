@@ -1018,6 +1018,7 @@ int run_subscriber(const SubOptions& in) {
   std::list<Run> runs;
   std::exception_ptr first_error;
   int first_code = 0;
+  bool first_after_abort = false;  // the first failure came after the stop of all
   std::deque<std::string> appeared;  // channels a WATCH reported, to start
   const auto start = clock::now();
 
@@ -1057,9 +1058,11 @@ int run_subscriber(const SubOptions& in) {
       }
       {
         std::lock_guard lock(mu);
-        if ((err || code != 0) && !first_error && first_code == 0 && !abort.load()) {
+        // After a stop (another's failure, -n, -W, a signal) a follower fails only for loss.
+        if ((err || code != 0) && !first_error && first_code == 0) {
           first_error = err;
           first_code = code;
+          first_after_abort = abort.load();
         }
         run->done.store(true);
       }
@@ -1149,8 +1152,17 @@ int run_subscriber(const SubOptions& in) {
                  totals.stats.malformed, totals.stats.dropped_connections, secs,
                  secs > 0 ? static_cast<double>(totals.received) / secs : 0.0);
   }
-  if (first_error) std::rethrow_exception(first_error);
-  if (first_code != 0) return first_code;
+  // -W is exit 3, as with one channel (a loss found on the way out is only warned of then).
+  if (first_error && timed_out && first_after_abort) {
+    try {
+      std::rethrow_exception(first_error);
+    } catch (const std::exception& e) {
+      spdlog::warn("{}", e.what());
+    }
+  } else if (first_error) {
+    std::rethrow_exception(first_error);
+  }
+  if (first_code != 0 && !(timed_out && first_after_abort)) return first_code;
   if (stop_requested()) return exit_code_for_stop();
   if (in.count && total_received >= in.count) return 0;
   if (timed_out) {
