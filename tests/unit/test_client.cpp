@@ -4,6 +4,7 @@
 #include <atomic>
 #include <functional>
 #include <mutex>
+#include <thread>
 
 #include "plh/control/broker_client.hpp"
 #include "plh/core/error.hpp"
@@ -456,4 +457,42 @@ TEST_CASE("client: DEREG's final_seq reaches the consumers through a real broker
   REQUIRE(eventually([&] { return notes.has("CHANNEL_CLOSING_NOTIFY"); }, 3s));
   CHECK(notes.get("CHANNEL_CLOSING_NOTIFY")["final_seq"] == 4242);
   CHECK(consumer.consumer_state("fs.one") == State::none);
+}
+
+TEST_CASE("client: a watch lists the matching channels, hears of new ones, outlives the heartbeat timeout by "
+          "renewals, ends with unwatch",
+          "[client][watch]") {
+  plh::BrokerConfig cfg;
+  cfg.heartbeat_interval = 50ms;
+  cfg.heartbeat_timeout = 300ms;
+  InProcessBroker b(cfg);
+  plh::BrokerClient producer(config_for(b.endpoint()));
+  producer.register_channel(zmq_reg("wt.r1.a"));
+  plh::BrokerClient watcher(config_for(b.endpoint()));
+  Notes notes;
+  watcher.on_notification([&](const std::string& t, const json& body) { notes.add(t, body); });
+  CHECK(watcher.watch("wt.r1.*") == std::vector<std::string>{"wt.r1.a"});
+  CHECK_THROWS_AS(watcher.watch("wt.>.x"), plh::UsageError);
+  // Only the watch keeps this connection talking: past several heartbeat timeouts, the
+  // broker still knows it.
+  plh::BrokerClient later(config_for(b.endpoint()));
+  std::this_thread::sleep_for(1s);  // the time the broker would otherwise drop the watch in, not a sync
+  later.register_channel(zmq_reg("wt.r1.b"));
+  REQUIRE(eventually([&] { return notes.has("CHANNEL_REGISTERED_NOTIFY"); }, 3s));
+  CHECK(notes.get("CHANNEL_REGISTERED_NOTIFY") == json{{"channel", "wt.r1.b"}, {"pattern", "wt.r1.*"}});
+  watcher.unwatch("wt.r1.*");
+  later.register_channel(zmq_reg("wt.r1.c"));
+  CHECK(watcher.watch("wt.r1.*").size() == 3);  // and the registrations arrived meanwhile
+  {
+    std::lock_guard lk(notes.mu);
+    for (const auto& [t, body] : notes.seen) CHECK(body.value("channel", std::string()) != "wt.r1.c");
+  }
+  // The cap per connection.
+  for (int i = 0; i < 63; ++i) watcher.watch("wt.cap" + std::to_string(i) + ".*");
+  try {
+    watcher.watch("wt.one.more.*");
+    FAIL("65th watch accepted");
+  } catch (const plh::Error& e) {
+    CHECK(std::string(e.what()).find("watches 64 patterns") != std::string::npos);
+  }
 }

@@ -325,3 +325,90 @@ TEST_CASE("registry: loopback addresses", "[registry]") {
   CHECK_FALSE(plh::is_loopback_address("1127.0.0.1"));
   CHECK_FALSE(plh::is_loopback_address("::ffff:10.0.0.1"));
 }
+
+TEST_CASE("registry: WATCH lists the matching channels, then notifies the watcher of new ones", "[registry][watch]") {
+  Harness h;
+  h.reply("P1", "REG_REQ", reg_req("lab.r2.temp", 1));
+  h.reply("P2", "REG_REQ", reg_req("lab.r3.temp", 2));
+  std::string type;
+  auto ack = h.reply("W", "WATCH_REQ", {{"pattern", "lab.r2.*"}, {"corr", 7}}, &type);
+  CHECK(type == "WATCH_ACK");
+  CHECK(ack["corr"] == 7);
+  CHECK(ack["pattern"] == "lab.r2.*");
+  CHECK(ack["channels"] == json::array({"lab.r2.temp"}));
+  CHECK(h.reg.watch_count() == 1);
+
+  // A new registration that matches: the REG_ACK, then the watcher's notification.
+  auto o = h.send("P3", "REG_REQ", reg_req("lab.r2.hum", 3));
+  REQUIRE(o.size() == 2);
+  CHECK(o[0].type == "REG_ACK");
+  CHECK(o[1].identity == "W");
+  CHECK(o[1].type == "CHANNEL_REGISTERED_NOTIFY");
+  CHECK(json::parse(o[1].body) == json{{"channel", "lab.r2.hum"}, {"pattern", "lab.r2.*"}});
+  // One that does not: no notification.
+  CHECK(h.send("P4", "REG_REQ", reg_req("lab.r3.hum", 4)).size() == 1);
+  // A renewal keeps the watch, without listing the channels again.
+  h.now += 3s;
+  auto renew = h.reply("W", "WATCH_REQ", {{"pattern", "lab.r2.*"}, {"renew", true}});
+  CHECK(renew["channels"] == json::array());
+  CHECK(h.reg.watch_count() == 1);  // the same pattern again is the same watch
+  h.now += 3s;
+  h.reply("W", "WATCH_REQ", {{"pattern", "lab.r2.*"}, {"renew", true}});
+  // A producer restart (a new process takes over the channel its silent predecessor held):
+  // the watcher hears of it again.
+  o = h.send("P8", "REG_REQ", reg_req("lab.r2.hum", 8));
+  REQUIRE(!o.empty());
+  CHECK(o[0].type == "REG_ACK");
+  bool told = false;
+  for (const auto& m : o) told = told || (m.type == "CHANNEL_REGISTERED_NOTIFY" && m.identity == "W");
+  CHECK(told);
+  // Silent past the heartbeat timeout: the watch goes.
+  h.sweep(6s);
+  CHECK(h.reg.watch_count() == 0);
+  h.reply("W", "WATCH_REQ", {{"pattern", "lab.>"}});
+  o = h.send("P7", "REG_REQ", reg_req("lab.y.z", 7));
+  REQUIRE(o.size() == 2);
+  CHECK(o[1].type == "CHANNEL_REGISTERED_NOTIFY");
+}
+
+TEST_CASE("registry: a connection's watches are capped (LIMIT_EXCEEDED), UNWATCH ends one, bad patterns refused",
+          "[registry][watch]") {
+  plh::RegistryConfig cfg;
+  cfg.max_watches_per_connection = 2;
+  Harness h(cfg);
+  std::string type;
+  h.reply("W", "WATCH_REQ", {{"pattern", "a.*"}});
+  h.reply("W", "WATCH_REQ", {{"pattern", "b.*"}});
+  h.reply("W", "WATCH_REQ", {{"pattern", "a.*"}}, &type);  // the same one again: no new watch
+  CHECK(type == "WATCH_ACK");
+  auto err = h.reply("W", "WATCH_REQ", {{"pattern", "c.*"}}, &type);
+  CHECK(type == "ERROR");
+  CHECK(err["error_code"] == "LIMIT_EXCEEDED");
+  h.reply("W2", "WATCH_REQ", {{"pattern", "c.*"}}, &type);  // another connection has its own cap
+  CHECK(type == "WATCH_ACK");
+  auto un = h.reply("W", "UNWATCH_REQ", {{"pattern", "a.*"}}, &type);
+  CHECK(type == "UNWATCH_ACK");
+  CHECK(un["removed"] == true);
+  CHECK(h.reply("W", "UNWATCH_REQ", {{"pattern", "a.*"}})["removed"] == false);
+  h.reply("W", "WATCH_REQ", {{"pattern", "c.*"}}, &type);
+  CHECK(type == "WATCH_ACK");
+  // a.x no longer reaches W; c.x reaches both watchers.
+  CHECK(h.send("P", "REG_REQ", reg_req("a.x", 1)).size() == 1);
+  auto o = h.send("P2", "REG_REQ", reg_req("c.x", 2));
+  std::set<std::string> told;
+  for (const auto& m : o)
+    if (m.type == "CHANNEL_REGISTERED_NOTIFY") told.insert(m.identity);
+  CHECK(told == std::set<std::string>{"W", "W2"});
+  for (const char* bad : {"a.>.b", "a.b*", "", "a..b"}) {
+    auto e = h.reply("W3", "WATCH_REQ", {{"pattern", bad}}, &type);
+    CHECK(type == "ERROR");
+    CHECK(e["error_code"] == "INVALID_REQUEST");
+  }
+  h.reply("W3", "WATCH_REQ", {{"pattern", 5}}, &type);
+  CHECK(type == "ERROR");
+  // A heartbeat (any message) from the connection keeps its watches.
+  h.now += 3s;
+  h.send("W2", "PING_REQ", json::object());
+  h.sweep(3s);
+  CHECK(h.reg.watch_count() == 1);  // W2's; W silent past the timeout
+}

@@ -58,3 +58,46 @@ TEST_CASE("untrusted text is made printable and short for one-line messages", "[
   CHECK(plh::printable("abcdef", 3) == "abc...");
   CHECK(plh::printable("").empty());
 }
+
+TEST_CASE("channel patterns: '*' is one component, '>' at the end one or more", "[text][pattern]") {
+  using plh::channel_matches;
+  CHECK(plh::channel_pattern_problem("lab.rig2.*").empty());
+  CHECK(plh::channel_pattern_problem("lab.>").empty());
+  CHECK(plh::channel_pattern_problem("*.temp").empty());
+  CHECK(plh::channel_pattern_problem(">").empty());
+  CHECK(plh::channel_pattern_problem("lab.temp").empty());  // no wildcard: an exact channel
+  CHECK(plh::channel_pattern_problem("lab.>.x") == "'>' may only be the last component");
+  CHECK(plh::channel_pattern_problem("lab.rig*") == "a wildcard ('*', '>') must be a whole component");
+  CHECK(plh::channel_pattern_problem("lab..*") == "empty component");
+  CHECK(plh::channel_pattern_problem("lab.*.") == "empty component");
+  CHECK(plh::channel_pattern_problem("") == "empty pattern");
+  CHECK(plh::channel_pattern_problem("lab.$.*") == "each component must start with a letter or a digit");
+  CHECK_THROWS_AS(plh::validate_channel_pattern("a.>.b"), plh::UsageError);
+  CHECK_NOTHROW(plh::validate_channel_pattern("a.*.b"));
+
+  CHECK(plh::is_channel_pattern("lab.*"));
+  CHECK(plh::is_channel_pattern(">"));
+  CHECK(plh::is_channel_pattern("a.*.b"));
+  CHECK_FALSE(plh::is_channel_pattern("lab.temp"));
+  CHECK_FALSE(plh::is_channel_pattern("lab.t-x"));
+
+  CHECK(channel_matches("lab.rig2.*", "lab.rig2.temp"));
+  CHECK_FALSE(channel_matches("lab.rig2.*", "lab.rig2"));
+  CHECK_FALSE(channel_matches("lab.rig2.*", "lab.rig2.temp.raw"));
+  CHECK_FALSE(channel_matches("lab.rig2.*", "lab.rig3.temp"));
+  CHECK(channel_matches("*.temp", "rig.temp"));
+  CHECK_FALSE(channel_matches("*.temp", "temp"));
+  CHECK(channel_matches("lab.*.temp", "lab.r1.temp"));
+  CHECK_FALSE(channel_matches("lab.*.temp", "lab.r1.hum"));
+  CHECK(channel_matches("lab.>", "lab.a"));
+  CHECK(channel_matches("lab.>", "lab.a.b.c"));
+  CHECK_FALSE(channel_matches("lab.>", "lab"));
+  CHECK_FALSE(channel_matches("lab.>", "labx.a"));
+  CHECK(channel_matches(">", "x"));
+  CHECK(channel_matches(">", "x.y"));
+  CHECK(channel_matches("lab.temp", "lab.temp"));
+  CHECK_FALSE(channel_matches("lab.temp", "lab.temperature"));
+  CHECK_FALSE(channel_matches("lab.tem", "lab.temp"));
+  CHECK(channel_matches("sensor.*", "sensor.0"));
+  CHECK(channel_matches("lab.*", "lab.température"));
+}

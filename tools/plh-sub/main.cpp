@@ -1,4 +1,4 @@
-// plh-sub: channel → stdout. All the work is plh::run_subscriber (lib/src/data/pubsub.cpp).
+// plh-sub: channels → stdout. All the work is plh::run_subscriber (lib/src/data/pubsub.cpp).
 #include "plh/core/cli.hpp"
 #include "plh/core/error.hpp"
 #include "plh/data/pubsub.hpp"
@@ -16,7 +16,9 @@ int main(int argc, char** argv) {
       [&](CLI::App& app) {
         plh::cli::add_log_options(app, log);
         plh::cli::add_broker_options(app, o.broker);
-        app.add_option("CHANNEL", o.channel, "Channel name (optional with --connect)");
+        app.add_option("CHANNEL", o.channels,
+                       "Channel names or patterns ('lab.*': one component, 'lab.>': one or more; optional with "
+                       "--connect)");
         app.add_option("-f,--format", format, "Output framing: line, zero, len, raw, json");
         app.add_option("-n,--count", o.count, "Exit 0 after N messages")->check(plh::cli::positive());
         app.add_option("-W,--timeout", timeout, "Exit 3 if not done (count reached or end of stream) by then");
@@ -37,10 +39,13 @@ int main(int argc, char** argv) {
                      "Print the channel's last message and exit 0: at once when the publisher retains it, "
                      "else the next one");
         app.add_flag("--line-buffered", o.line_buffered, "Flush stdout after every message");
+        app.add_flag("--print-channel", o.print_channel,
+                     "Print the channel name and a space before each message (-f line, zero)");
         app.add_flag("--stats", o.stats, "Print counters on stderr at exit: received, gaps, bytes, rate");
         return [&]() -> int {
           plh::cli::apply_log_options("plh-sub", log);
-          if (o.channel.empty() && o.connect.empty()) throw plh::UsageError("CHANNEL is required (unless --connect)");
+          if (o.channels.empty() && o.connect.empty())
+            throw plh::UsageError("CHANNEL is required (unless --connect)");
           if (o.last) {
             if (o.count > 1) throw plh::UsageError("--last prints one message: not with -n " + std::to_string(o.count));
             o.count = 1;

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <set>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -102,6 +103,7 @@ struct BrokerClient::Impl {
   std::unordered_map<std::string, std::shared_ptr<Pending>> pending;  // guarded by mu
   std::map<std::string, ProducerState> producers;  // guarded by mu
   std::map<std::string, ConsumerState> consumers;  // guarded by mu
+  std::set<std::string> watches;  // guarded by mu; WATCH_REQ patterns
   std::function<void(const std::string&, const json&)> callback;  // guarded by mu
   std::function<void(const std::string&, const std::string&)> lost_callback;  // guarded by mu
   std::string auth_failure;  // guarded by mu; last handshake failure since the last success
@@ -262,10 +264,14 @@ struct BrokerClient::Impl {
     std::lock_guard lk(mu);
     for (const auto& [ch, st] : producers) reregister_producer_locked(ch, true);
     for (const auto& [ch, st] : consumers) reregister_consumer_locked(ch, true);
+    for (const auto& pattern : watches) {
+      json b = {{"pattern", pattern}, {"corr", "rr:w:" + pattern}};
+      outbox.emplace_back(std::string(p::kWatchReq), b.dump());
+    }
   }
 
   void send_heartbeats() {
-    std::vector<std::string> bodies;
+    std::vector<std::string> bodies, renewals;
     {
       std::lock_guard lk(mu);
       auto add = [&](const std::string& ch, const char* role, const RegState& st) {
@@ -282,8 +288,11 @@ struct BrokerClient::Impl {
       for (const auto& [ch, st] : producers)
         if (!st.taken_over) add(ch, "producer", st);
       for (const auto& [ch, st] : consumers) add(ch, "consumer", st);
+      for (const auto& pattern : watches)  // keeps the watch (and the connection) alive
+        renewals.push_back(json{{"pattern", pattern}, {"renew", true}, {"corr", "hb:w:" + pattern}}.dump());
     }
     for (const auto& b : bodies) send_frames(std::string(p::kHeartbeatReq), b);
+    for (const auto& b : renewals) send_frames(std::string(p::kWatchReq), b);
   }
 
   void fail_pending_locked(const std::string& reason) {
@@ -428,8 +437,12 @@ struct BrokerClient::Impl {
       const std::string corr(corr_raw.substr(1, corr_raw.size() - 2));  // ours never need unescaping
       if (corr.rfind("hb:", 0) == 0 || corr.rfind("rr:", 0) == 0) {
         // Ours are "hb:p:CHANNEL", "rr:c:CHANNEL"...; anything else is not an answer to us.
-        if (corr.size() < 6 || (corr[3] != 'p' && corr[3] != 'c') || corr[4] != ':') {
+        if (corr.size() < 6 || (corr[3] != 'p' && corr[3] != 'c' && corr[3] != 'w') || corr[4] != ':') {
           ignored_malformed("a reply with an unknown corr");
+          return;
+        }
+        if (corr[3] == 'w') {
+          on_watch_reply(corr, type, json::parse(body_text, nullptr, false));
           return;
         }
         on_internal_reply(corr, type, json::parse(body_text, nullptr, false));
@@ -460,6 +473,24 @@ struct BrokerClient::Impl {
   void ignored_malformed(const std::string& what) {
     malformed.fetch_add(1, std::memory_order_relaxed);
     spdlog::debug("ignored {} from the broker", what);
+  }
+
+  // A renewal (hb:w:) or a watch sent again after a reconnect (rr:w:): the channels the
+  // latter lists reach the callback as CHANNEL_REGISTERED_NOTIFY.
+  void on_watch_reply(const std::string& corr, const std::string& type, const json& body) {
+    const std::string pattern = corr.substr(5);
+    if (type != p::kWatchAck) {
+      spdlog::warn("the broker refused the watch of '{}': {}", printable(pattern, 255),
+                   body.is_object() ? printable(body.value("message", std::string("?")), 200) : std::string("?"));
+      return;
+    }
+    if (corr[0] != 'r' || !body.is_object()) return;
+    auto chans = body.find("channels");
+    if (chans == body.end() || !chans->is_array()) return;
+    for (const auto& c : *chans)
+      if (c.is_string() && channel_name_problem(c.get_ref<const std::string&>()).empty() &&
+          channel_matches(pattern, c.get_ref<const std::string&>()))
+        on_notification(std::string(p::kChannelRegisteredNotify), json{{"channel", c}, {"pattern", pattern}});
   }
 
   void on_internal_reply(const std::string& corr, const std::string& type, const json& body) {
@@ -583,7 +614,7 @@ struct BrokerClient::Impl {
       milliseconds interval;
       {
         std::lock_guard lk(mu);
-        have_regs = !producers.empty() || !consumers.empty();
+        have_regs = !producers.empty() || !consumers.empty() || !watches.empty();
         interval = hb_interval;
       }
       long timeout = 1000;
@@ -833,6 +864,43 @@ void BrokerClient::deregister_consumer(const std::string& channel) {
   } catch (const BrokerErrorReply& e) {
     if (e.error_code() != p::kNotRegistered && e.error_code() != p::kNotOwner) throw;
   }
+}
+
+std::vector<std::string> BrokerClient::watch(const std::string& pattern) {
+  validate_channel_pattern(pattern);
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->watches.insert(pattern);  // before the request: a reconnect meanwhile sends it again
+  }
+  json ack;
+  try {
+    ack = impl_->request(std::string(p::kWatchReq), {{"pattern", pattern}});
+  } catch (...) {
+    std::lock_guard lk(impl_->mu);
+    impl_->watches.erase(pattern);
+    throw;
+  }
+  impl_->adopt_interval(ack);
+  impl_->wake();
+  std::vector<std::string> names;
+  auto chans = ack.find("channels");
+  if (chans == ack.end() || !chans->is_array())
+    throw Error(ExitCode::failure, "malformed WATCH_ACK from the broker: field 'channels'");
+  for (const auto& c : *chans) {
+    if (!c.is_string() || !channel_name_problem(c.get_ref<const std::string&>()).empty() ||
+        !channel_matches(pattern, c.get_ref<const std::string&>()))
+      throw Error(ExitCode::failure, "malformed WATCH_ACK from the broker: a channel that does not match");
+    names.push_back(c.get<std::string>());
+  }
+  return names;
+}
+
+void BrokerClient::unwatch(const std::string& pattern) {
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->watches.erase(pattern);
+  }
+  impl_->request(std::string(p::kUnwatchReq), {{"pattern", pattern}});
 }
 
 BrokerClient::RegistrationState BrokerClient::producer_state(const std::string& channel) const {

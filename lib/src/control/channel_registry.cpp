@@ -150,6 +150,8 @@ void ChannelRegistry::handle(const PeerInfo& peer, std::string_view type, std::s
   }
   try {
     if (!req.is_object()) throw p::ProtocolError(p::kInvalidRequest, "body must be a JSON object");
+    if (!watchers_.empty())
+      if (auto w = watchers_.find(peer.routing_id); w != watchers_.end()) w->second.last_seen = now;
     if (type == p::kDiscReq) on_disc(id, req, out);
     else if (type == p::kHeartbeatReq) on_heartbeat(peer, req, now, out);
     else if (type == p::kRegReq) on_reg(peer, req, now, out);
@@ -160,6 +162,8 @@ void ChannelRegistry::handle(const PeerInfo& peer, std::string_view type, std::s
     else if (type == p::kPingReq) on_ping(id, req, now, out);
     else if (type == p::kCloseReq) on_close(peer, req, out);
     else if (type == p::kChecksumErrorReport) on_checksum_report(id, req, out);
+    else if (type == p::kWatchReq) on_watch(peer, req, now, out);
+    else if (type == p::kUnwatchReq) on_unwatch(peer, req, out);
     else throw p::ProtocolError(p::kUnknownMsgType, "unknown message type '" + printable(type) + "'");
   } catch (const p::ProtocolError& e) {
     if (is_refusal(e.code()))
@@ -344,6 +348,62 @@ void ChannelRegistry::on_reg(const PeerInfo& peer, const json& req, SteadyTime n
   spdlog::debug("channel {} registered ({})", name, reregistered ? "again" : "new");
   reply(peer.routing_id, p::kRegAck, std::move(ack), req, out);
   for (auto& m : closing) out.push_back(std::move(m));
+  notify_watchers(name, out);
+}
+
+std::size_t ChannelRegistry::watch_count() const noexcept {
+  std::size_t n = 0;
+  for (const auto& [id, w] : watchers_) n += w.watches.size();
+  return n;
+}
+
+void ChannelRegistry::notify_watchers(const std::string& channel, std::vector<Outbound>& out) const {
+  for (const auto& [id, w] : watchers_)
+    for (const auto& watch : w.watches)
+      if (channel_matches(watch.pattern, channel)) {
+        json note = {{"channel", channel}, {"pattern", watch.pattern}};
+        out.push_back(Outbound{id, std::string(p::kChannelRegisteredNotify), note.dump()});
+        break;  // one notification per connection, whichever of its patterns matched
+      }
+}
+
+void ChannelRegistry::on_watch(const PeerInfo& peer, const json& req, SteadyTime now, std::vector<Outbound>& out) {
+  const std::string& pattern = p::require_pattern(req);
+  const bool renew = req.contains("renew") && req["renew"].is_boolean() && req["renew"].get<bool>();
+  auto w = watchers_.find(peer.routing_id);
+  const bool known = w != watchers_.end() && std::any_of(w->second.watches.begin(), w->second.watches.end(),
+                                                         [&](const Watch& x) { return x.pattern == pattern; });
+  if (!known) {
+    const std::size_t has = w == watchers_.end() ? 0 : w->second.watches.size();
+    if (config_.max_watches_per_connection > 0 && has >= config_.max_watches_per_connection)
+      throw p::ProtocolError(p::kLimitExceeded, "this connection already watches " + std::to_string(has) +
+                                                    " patterns (the broker's limit per connection)");
+    if (w == watchers_.end()) w = watchers_.emplace(peer.routing_id, Watcher{}).first;
+    w->second.watches.push_back(Watch{pattern});
+  }
+  w->second.last_seen = now;
+  json ack = {{"status", "ok"}, {"pattern", pattern}};
+  json names = json::array();
+  if (!renew)  // a renewal only keeps the watch: no list
+    for (const auto& [name, ch] : channels_)
+      if (channel_matches(pattern, name)) names.push_back(name);
+  ack["channels"] = std::move(names);
+  ack["heartbeat_interval_ms"] = config_.heartbeat_interval.count();
+  reply(peer.routing_id, p::kWatchAck, std::move(ack), req, out);
+}
+
+void ChannelRegistry::on_unwatch(const PeerInfo& peer, const json& req, std::vector<Outbound>& out) {
+  const std::string& pattern = p::require_pattern(req);
+  bool removed = false;
+  if (auto w = watchers_.find(peer.routing_id); w != watchers_.end()) {
+    auto& v = w->second.watches;
+    const auto before = v.size();
+    v.erase(std::remove_if(v.begin(), v.end(), [&](const Watch& x) { return x.pattern == pattern; }), v.end());
+    removed = v.size() != before;
+    if (v.empty()) watchers_.erase(w);
+  }
+  reply(peer.routing_id, p::kUnwatchAck, json{{"status", "ok"}, {"pattern", pattern}, {"removed", removed}}, req,
+        out);
 }
 
 void ChannelRegistry::on_disc(std::string_view id, const json& req, std::vector<Outbound>& out) {
@@ -731,6 +791,14 @@ bool ChannelRegistry::peer_is_dead(const Peer& peer) const {
 void ChannelRegistry::sweep(SteadyTime now, std::vector<Outbound>& out) {
   roll_warnings(now);
   const auto timeout = config_.heartbeat_timeout;
+  for (auto w = watchers_.begin(); w != watchers_.end();) {
+    if (now - w->second.last_seen > timeout) {
+      spdlog::info("watcher dropped ({} pattern(s)): silent past the heartbeat timeout", w->second.watches.size());
+      w = watchers_.erase(w);
+    } else {
+      ++w;
+    }
+  }
   for (auto it = channels_.begin(); it != channels_.end();) {
     Channel& ch = it->second;
     const bool timed_out = now - ch.producer.last_seen > timeout;

@@ -17,6 +17,8 @@ std::string_view ack_type_for(std::string_view t) noexcept {
   if (t == kListReq) return kListAck;
   if (t == kPingReq) return kPingAck;
   if (t == kCloseReq) return kCloseAck;
+  if (t == kWatchReq) return kWatchAck;
+  if (t == kUnwatchReq) return kUnwatchAck;
   return {};
 }
 
@@ -77,6 +79,13 @@ const std::string& require_channel(const json& obj, const char* key) {
   if (const std::string problem = channel_name_problem(name); !problem.empty())
     throw ProtocolError(kInvalidRequest, "invalid channel name: " + problem);
   return name;
+}
+
+const std::string& require_pattern(const json& obj, const char* key) {
+  const std::string& pattern = require_string(obj, key, 255);
+  if (const std::string problem = channel_pattern_problem(pattern); !problem.empty())
+    throw ProtocolError(kInvalidRequest, "invalid channel pattern: " + problem);
+  return pattern;
 }
 
 json error_body(std::string_view code, std::string_view message) {

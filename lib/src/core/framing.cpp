@@ -742,6 +742,12 @@ void FrameWriter::write(std::string_view payload, const MessageMeta& meta) {
     case Format::line:
     case Format::zero: {
       const char delim = fmt_ == Format::zero ? '\0' : '\n';
+      if (print_channel_ && !meta.channel.empty()) {
+        char* c = reserve(meta.channel.size() + 1);
+        std::memcpy(c, meta.channel.data(), meta.channel.size());
+        c[meta.channel.size()] = ' ';
+        size_ += meta.channel.size() + 1;
+      }
       const std::size_t n = payload.size() + 1;
       if (n > cap_ / 2) {
         write_direct(payload, std::string_view(&delim, 1));

@@ -108,6 +108,64 @@ void validate_channel_name(std::string_view name) {
   if (!problem.empty()) throw UsageError("invalid channel name '" + echo_input(name) + "': " + problem);
 }
 
+std::string channel_pattern_problem(std::string_view pattern) {
+  if (pattern.empty()) return "empty pattern";
+  if (pattern.size() > 255) return "longer than 255 bytes";
+  // Each wildcard component is replaced by a letter; the rest follows the name grammar.
+  std::string name;
+  name.reserve(pattern.size());
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t dot = pattern.find('.', start);
+    const std::string_view comp = pattern.substr(start, dot == std::string_view::npos ? dot : dot - start);
+    if (comp == "*" || comp == ">") {
+      if (comp == ">" && dot != std::string_view::npos) return "'>' may only be the last component";
+      name += 'x';
+    } else if (comp.find_first_of("*>") != std::string_view::npos) {
+      return "a wildcard ('*', '>') must be a whole component";
+    } else {
+      name.append(comp);
+    }
+    if (dot == std::string_view::npos) break;
+    name += '.';
+    start = dot + 1;
+  }
+  return channel_name_problem(name);
+}
+
+void validate_channel_pattern(std::string_view pattern) {
+  const std::string problem = channel_pattern_problem(pattern);
+  if (!problem.empty()) throw UsageError("invalid channel pattern '" + echo_input(pattern) + "': " + problem);
+}
+
+bool is_channel_pattern(std::string_view pattern) noexcept {
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t dot = pattern.find('.', start);
+    const std::string_view comp = pattern.substr(start, dot == std::string_view::npos ? dot : dot - start);
+    if (comp == "*" || comp == ">") return true;
+    if (dot == std::string_view::npos) return false;
+    start = dot + 1;
+  }
+}
+
+bool channel_matches(std::string_view pattern, std::string_view name) noexcept {
+  std::size_t p = 0, n = 0;
+  for (;;) {
+    const std::size_t pdot = pattern.find('.', p);
+    const std::string_view pc = pattern.substr(p, pdot == std::string_view::npos ? pdot : pdot - p);
+    if (n > name.size()) return false;  // the name has no component left
+    if (pc == ">") return n < name.size();  // one or more components
+    const std::size_t ndot = name.find('.', n);
+    const std::string_view nc = name.substr(n, ndot == std::string_view::npos ? ndot : ndot - n);
+    if (pc != "*" && pc != nc) return false;
+    const bool plast = pdot == std::string_view::npos, nlast = ndot == std::string_view::npos;
+    if (plast || nlast) return plast && nlast;
+    p = pdot + 1;
+    n = ndot + 1;
+  }
+}
+
 std::string echo_input(std::string_view s, std::size_t max) {
   std::string out;
   static constexpr char kHex[] = "0123456789abcdef";

@@ -10,9 +10,15 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "plh/control/broker_client.hpp"
 #include "plh/core/error.hpp"
@@ -438,37 +444,116 @@ std::string unreachable_hint(const Attachment& a, const ConnectionState& c, bool
 
 }  // namespace
 
-int run_subscriber(const SubOptions& o) {
-  install_stop_handlers();
-  const bool direct = !o.connect.empty();
-  if (!direct || !o.channel.empty()) validate_channel_name(o.channel);
-  if (o.hwm <= 0) throw UsageError("--hwm must be at least 1");
-  if (o.max_message_size <= 0) throw UsageError("--max-message-size must be positive");
-  if (o.max_queue_bytes <= 0) throw UsageError("--max-queue must be positive");
-  if (o.connect_timeout.count() < 0) throw UsageError("--connect-timeout must not be negative");
-  if (direct && o.follow) throw UsageError("--follow needs a broker (not with --connect)");
-  const SchemaRef schema = parse_schema(o.schema);
-  if (direct && !schema.text.empty())
-    spdlog::warn("--schema is not checked with --connect (no broker to ask)");
+namespace {
 
-  const auto t0 = clock::now();
-  const auto deadline = o.timeout ? t0 + *o.timeout : clock::time_point::max();
+// Broker notifications (BrokerClient's thread) to the followers of their channels and to
+// the watcher of patterns.
+class NotificationRouter {
+ public:
+  void add(const std::string& channel, NotificationLatch* latch) {
+    std::lock_guard lock(mu_);
+    latches_.emplace(channel, latch);
+  }
+  void remove(const std::string& channel, NotificationLatch* latch) {
+    std::lock_guard lock(mu_);
+    for (auto [it, end] = latches_.equal_range(channel); it != end; ++it)
+      if (it->second == latch) {
+        latches_.erase(it);
+        return;
+      }
+  }
+  void on_registered(std::function<void(const std::string& channel)> cb) {
+    std::lock_guard lock(mu_);
+    registered_ = std::move(cb);
+  }
+  void deliver(const std::string& type, const nlohmann::json& body) {
+    const std::string channel = body.value("channel", std::string());
+    std::lock_guard lock(mu_);
+    if (type == "CHANNEL_REGISTERED_NOTIFY") {
+      if (registered_ && !channel.empty()) registered_(channel);
+      return;
+    }
+    if (type != "CHANNEL_CLOSING_NOTIFY") return;
+    std::optional<std::uint64_t> final_seq;
+    if (auto it = body.find("final_seq"); it != body.end() && it->is_number_unsigned())
+      final_seq = it->get<std::uint64_t>();
+    for (auto [it, end] = latches_.equal_range(channel); it != end; ++it)
+      it->second->set(body.value("reason", std::string("unknown")), final_seq);
+  }
+
+ private:
+  std::mutex mu_;
+  std::multimap<std::string, NotificationLatch*> latches_;
+  std::function<void(const std::string&)> registered_;
+};
+
+// What the followers of one plh-sub share. With one channel: no lock, the process's stop.
+// to += s, for the counters --stats shows.
+void add_stats(SubscriberStats& to, const SubscriberStats& s) {
+  to.bytes += s.bytes;
+  to.frames += s.frames;
+  to.gaps += s.gaps;
+  to.gap_events += s.gap_events;
+  to.malformed += s.malformed;
+  to.dropped_connections += s.dropped_connections;
+}
+
+// Counters over every channel of a plh-sub (--stats' total line).
+struct SubTotals {
+  std::mutex mu;
+  std::uint64_t received = 0;
+  SubscriberStats stats;
+  void add(std::uint64_t n, const SubscriberStats& s) {
+    std::lock_guard lock(mu);
+    received += n;
+    add_stats(stats, s);
+  }
+};
+
+struct SubShared {
+  BrokerClient* client = nullptr;
+  NotificationRouter* router = nullptr;
+  FrameWriter* out = nullptr;
+  std::mutex* out_mu = nullptr;             // several channels: whole frames written under it
+  std::uint64_t* total_received = nullptr;  // several channels: messages over all (under out_mu)
+  std::atomic<bool>* abort = nullptr;       // several channels: set (stop_fd made readable) to end all
+  SubTotals* totals = nullptr;             // several channels: what each follower received
+  int stop_fd = -1;
+  clock::time_point deadline = clock::time_point::max();
+  bool stopping() const { return stop_requested() || (abort && abort->load(std::memory_order_relaxed)); }
+};
+
+// Holds the shared output for one frame's messages when several followers write.
+class OutLock {
+ public:
+  explicit OutLock(std::mutex* mu) {
+    if (mu) lock_ = std::unique_lock(*mu);
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+// One channel (or direct endpoint) to the shared output: the whole single-channel logic.
+int follow_channel(const SubOptions& o, SubShared& sh) {
+  const bool direct = !o.connect.empty();
+  const SchemaRef schema = parse_schema(o.schema);
+  const auto deadline = sh.deadline;
   auto timed_out = [&] { return clock::now() >= deadline; };
   const bool keep_waiting = o.wait || o.follow;
 
   auto metrics = std::make_shared<ChannelMetrics>();
   NotificationLatch closing;
-  std::unique_ptr<BrokerClient> client;
-  if (!direct) {
-    client = make_broker_client(o.broker);
-    client->on_notification([&closing, channel = o.channel](const std::string& type, const nlohmann::json& body) {
-      if (type != "CHANNEL_CLOSING_NOTIFY" || body.value("channel", std::string()) != channel) return;
-      std::optional<std::uint64_t> final_seq;
-      if (auto it = body.find("final_seq"); it != body.end() && it->is_number_unsigned())
-        final_seq = it->get<std::uint64_t>();
-      closing.set(body.value("reason", std::string("unknown")), final_seq);
-    });
-  }
+  BrokerClient* const client = sh.client;
+  struct RouteGuard {
+    NotificationRouter* r;
+    const std::string& ch;
+    NotificationLatch* l;
+    ~RouteGuard() {
+      if (r) r->remove(ch, l);
+    }
+  } route{sh.router, o.channel, &closing};
+  if (sh.router) sh.router->add(o.channel, &closing);
   // What diagnostics call the stream: the channel, or the endpoint in direct mode.
   const std::string label = o.channel.empty() ? o.connect : o.channel;
 
@@ -492,7 +577,7 @@ int run_subscriber(const SubOptions& o) {
     std::chrono::milliseconds poll_interval = 5ms;
     auto pause = [&]() -> bool {
       if (timed_out()) return false;
-      if (!sleep_until(std::min(deadline, clock::now() + poll_interval), {stop_fd(), -1})) return false;
+      if (!sleep_until(std::min(deadline, clock::now() + poll_interval), {sh.stop_fd, -1})) return false;
       poll_interval = std::min<std::chrono::milliseconds>(poll_interval * 2, 100ms);
       return true;
     };
@@ -586,20 +671,14 @@ int run_subscriber(const SubOptions& o) {
     return a;
   };
 
-  FrameWriter out(o.out_fd, o.format, o.line_buffered || ::isatty(o.out_fd));
+  FrameWriter& out = *sh.out;
   std::uint64_t received = 0;
   SubscriberStats total;  // over every publisher followed
   const auto start = clock::now();
 
-  auto add_stats = [&](const SubscriberStats& s) {
-    total.bytes += s.bytes;
-    total.frames += s.frames;
-    total.gaps += s.gaps;
-    total.gap_events += s.gap_events;
-    total.malformed += s.malformed;
-    total.dropped_connections += s.dropped_connections;
-  };
+  auto add_to_total = [&](const SubscriberStats& s) { add_stats(total, s); };
   cli::StatsAtExit stats_at_exit([&] {  // also when the run ends by an error
+    if (sh.totals) sh.totals->add(received, total);
     if (!o.stats) return;
     const double secs = seconds_since(start);
     std::fprintf(stderr, "plh-sub: stats: '%s': received %" PRIu64 " messages, %" PRIu64
@@ -627,7 +706,7 @@ int run_subscriber(const SubOptions& o) {
     closing.clear();
     auto att = attach(ended_stream);
     if (!att) {
-      if (stop_requested()) return finish_with(exit_code_for_stop());
+      if (sh.stopping()) return finish_with(exit_code_for_stop());
       finish_with(1);
       if (o.follow && round > 0)
         throw TimeoutError("timed out waiting for the next publisher on '" + o.channel + "' (" +
@@ -646,7 +725,7 @@ int run_subscriber(const SubOptions& o) {
     const auto connect_deadline = o.connect_timeout.count() == 0 || (direct && o.wait)
                                       ? deadline
                                       : attached_at + o.connect_timeout;
-    const WakeFds wake{stop_fd(), closing.fd()};
+    const WakeFds wake{sh.stop_fd, closing.fd()};
     std::optional<clock::time_point> drain_until;  // producer gone: take what is queued, then end
     bool broker_lost_producer = false, silence_reported = false;
     StreamEnd why = StreamEnd::gone;
@@ -657,7 +736,7 @@ int run_subscriber(const SubOptions& o) {
         f = sub.try_receive();
       } catch (const StreamMismatch& e) {
         if (!o.follow) {
-          add_stats(sub.stats());
+          add_to_total(sub.stats());
           finish_with(1);
           throw;
         }
@@ -675,14 +754,26 @@ int run_subscriber(const SubOptions& o) {
           meta.retained = h.retained();
           std::uint64_t seq = h.seq;
           bool count_reached = false;
-          for (auto m : f->messages) {
-            meta.seq = seq++;
-            out.write(m, meta);
-            ++received;
-            if (o.count && received >= o.count) {
-              count_reached = true;
-              break;
+          if (!sh.total_received) {
+            for (auto m : f->messages) {
+              meta.seq = seq++;
+              out.write(m, meta);
+              ++received;
+              if (o.count && received >= o.count) {
+                count_reached = true;
+                break;
+              }
             }
+          } else {  // several channels: -n counts over all of them
+            OutLock lock(sh.out_mu);
+            for (auto m : f->messages) {
+              if (o.count && *sh.total_received >= o.count) break;
+              meta.seq = seq++;
+              out.write(m, meta);
+              ++received;
+              ++*sh.total_received;
+            }
+            if (o.count && *sh.total_received >= o.count) count_reached = true;
           }
           metrics->messages.store(received, std::memory_order_relaxed);
           metrics->bytes.store(total.bytes + sub.stats().bytes, std::memory_order_relaxed);
@@ -697,15 +788,18 @@ int run_subscriber(const SubOptions& o) {
           break;
         }
         // A stream that never pauses must still end on a signal or at -W.
-        if (!stop_requested() && !(o.timeout && timed_out())) {
+        if (!sh.stopping() && !(o.timeout && timed_out())) {
           if (drain_until) drain_until = clock::now() + 300ms;  // still arriving: keep draining
           continue;
         }
       }
       // Nothing waiting: hand what we have to the next program before blocking.
-      out.flush();
+      {
+        OutLock lock(sh.out_mu);
+        out.flush();
+      }
       sub.confirm_written(received - received_before);  // pipeline: the next credit confirms them
-      if (stop_requested()) {
+      if (sh.stopping()) {
         why = StreamEnd::stop;
         break;
       }
@@ -713,7 +807,7 @@ int run_subscriber(const SubOptions& o) {
       // The data connection: unreachable within --connect-timeout is an error.
       const ConnectionState& conn = sub.connection();
       if (conn.auth_failures > 0 && !conn.handshake_ok) {
-        add_stats(sub.stats());
+        add_to_total(sub.stats());
         finish_with(1);
         throw RefusedError("the publisher at " + att->cfg.endpoint + " refused this client's key (ZAP status " +
                            std::to_string(conn.status_code) + "): it is not on the channel's allow-list");
@@ -779,10 +873,13 @@ int run_subscriber(const SubOptions& o) {
                     conn.handshake_ok ? clock::time_point::max() : connect_deadline}) -
           now);
       if (wait > 250ms || wait.count() < 0) wait = drain_until ? 100ms : 250ms;
-      sub.wait(wait, drain_until ? WakeFds{stop_fd(), -1} : wake);
+      sub.wait(wait, drain_until ? WakeFds{sh.stop_fd, -1} : wake);
       // Data-plane liveness and the connection are checked at least every 250 ms.
     }
-    out.flush();
+    {
+      OutLock lock(sh.out_mu);
+      out.flush();
+    }
     sub.confirm_written(received - received_before);
     // The missing tail: what the publisher says it sent after the last message we got.
     std::optional<std::uint64_t> final_seq;
@@ -795,7 +892,7 @@ int run_subscriber(const SubOptions& o) {
                      "delivered",
                      label, lost, before, *final_seq);
     }
-    add_stats(sub.stats());
+    add_to_total(sub.stats());
     // Only a stream that ended (EOS or deregistration) is never attached again; after an
     // outage (closed by heartbeat timeout, data plane gone) the same publisher comes back
     // with the same stream id and --follow must take it up again.
@@ -837,6 +934,245 @@ int run_subscriber(const SubOptions& o) {
       }
     }
   }
+}
+
+}  // namespace
+
+int run_subscriber(const SubOptions& in) {
+  install_stop_handlers();
+  const bool direct = !in.connect.empty();
+  std::vector<std::string> names = in.channels;
+  if (names.empty()) names.push_back(in.channel);
+  bool any_pattern = false;
+  for (const auto& n : names) {
+    if (direct && n.empty()) continue;  // direct mode: the channel is only a label
+    if (is_channel_pattern(n)) {
+      validate_channel_pattern(n);
+      any_pattern = true;
+    } else {
+      validate_channel_name(n);
+    }
+  }
+  if (direct && any_pattern)
+    throw UsageError("a channel pattern needs the broker: --connect reads the one publisher at its endpoint");
+  if (direct && names.size() > 1) throw UsageError("--connect reads one publisher: give at most one CHANNEL");
+  if (in.hwm <= 0) throw UsageError("--hwm must be at least 1");
+  if (in.max_message_size <= 0) throw UsageError("--max-message-size must be positive");
+  if (in.max_queue_bytes <= 0) throw UsageError("--max-queue must be positive");
+  if (in.connect_timeout.count() < 0) throw UsageError("--connect-timeout must not be negative");
+  if (direct && in.follow) throw UsageError("--follow needs a broker (not with --connect)");
+  if (in.print_channel && in.format != Format::line && in.format != Format::zero)
+    throw UsageError("--print-channel is for -f line and zero (-f json names the channel in \"channel\")");
+  const bool several = names.size() > 1 || any_pattern;
+  if (in.last && several) throw UsageError("--last reads one channel: not with several channels or a pattern");
+  if (direct && !parse_schema(in.schema).text.empty())
+    spdlog::warn("--schema is not checked with --connect (no broker to ask)");
+
+  FrameWriter out(in.out_fd, in.format, in.line_buffered || ::isatty(in.out_fd));
+  out.set_print_channel(in.print_channel);
+  SubShared sh;
+  sh.out = &out;
+  const auto deadline = in.timeout ? clock::now() + *in.timeout : clock::time_point::max();
+  NotificationRouter router;  // outlives the client, whose thread calls it
+  std::unique_ptr<BrokerClient> client;
+  if (!direct) {
+    client = make_broker_client(in.broker);
+    client->on_notification(
+        [&router](const std::string& type, const nlohmann::json& body) { router.deliver(type, body); });
+    sh.client = client.get();
+    sh.router = &router;
+  }
+  if (!several) {  // one channel: no lock, no threads
+    SubOptions o = in;
+    o.channel = names.front();
+    sh.stop_fd = stop_fd();
+    sh.deadline = deadline;
+    return follow_channel(o, sh);
+  }
+
+  // Several channels: one follower thread each, writing whole frames under one lock.
+  // -W is this thread's: at the deadline it stops the followers (so that -n counts and
+  // the message are about all channels).
+  std::mutex out_mu;
+  std::uint64_t total_received = 0;
+  std::atomic<bool> abort{false};
+  EventFd abort_fd, wake_fd;  // abort: the followers' stop; wake: the main loop's
+  SubTotals totals;
+  sh.out_mu = &out_mu;
+  sh.total_received = &total_received;
+  sh.abort = &abort;
+  sh.stop_fd = abort_fd.fd();
+  sh.totals = &totals;
+  auto abort_all = [&] {
+    abort.store(true);
+    abort_fd.signal();
+  };
+
+  struct Run {
+    std::string channel;
+    bool from_pattern = false;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  std::mutex mu;  // guards what follows, and `runs`' done flags with the failure
+  std::list<Run> runs;
+  std::exception_ptr first_error;
+  int first_code = 0;
+  bool first_after_abort = false;  // the first failure came after the stop of all
+  std::deque<std::string> appeared;  // channels a WATCH reported, to start
+  const auto start = clock::now();
+
+  std::size_t followed = 0;  // followers started (--stats)
+  auto spawn = [&](const std::string& channel, bool from_pattern) {
+    for (const auto& r : runs)
+      if (r.channel == channel && !r.done.load()) return;  // already followed
+    ++followed;
+    Run& r = runs.emplace_back();
+    r.channel = channel;
+    r.from_pattern = from_pattern;
+    SubOptions o = in;
+    o.channel = channel;
+    if (from_pattern) o.wait = false;  // it was just registered; gone again is no error
+    spdlog::info("following channel '{}'", channel);
+    // The followers leave SIGINT/SIGTERM to this thread.
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    r.thread = std::thread([&, o, run = &r] {
+      int code = 0;
+      std::exception_ptr err;
+      try {
+        code = follow_channel(o, sh);
+      } catch (const NotFoundError& e) {
+        if (!run->from_pattern) err = std::current_exception();
+        else spdlog::info("channel '{}' went away before it was followed", o.channel);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      bool count_reached = false;
+      {
+        std::lock_guard out_lock(out_mu);
+        count_reached = in.count && total_received >= in.count;
+      }
+      {
+        std::lock_guard lock(mu);
+        // After a stop (another's failure, -n, -W, a signal) a follower fails only for loss.
+        if ((err || code != 0) && !first_error && first_code == 0) {
+          first_error = err;
+          first_code = code;
+          first_after_abort = abort.load();
+        }
+        run->done.store(true);
+      }
+      if (err || code != 0 || count_reached) abort_all();
+      wake_fd.signal();
+    });
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  };
+
+  std::vector<std::string> patterns;
+  std::string shown;  // what a timeout message names
+  for (const auto& n : names) shown += (shown.empty() ? "'" : ", '") + n + "'";
+  if (any_pattern) {
+    router.on_registered([&](const std::string& channel) {
+      {
+        std::lock_guard lock(mu);
+        for (const auto& p : patterns)
+          if (channel_matches(p, channel)) {
+            appeared.push_back(channel);
+            break;
+          }
+      }
+      wake_fd.signal();
+    });
+  }
+  bool timed_out = false;
+  try {
+    for (const auto& n : names) {
+      if (!is_channel_pattern(n)) {
+        std::lock_guard lock(mu);
+        spawn(n, false);
+        continue;
+      }
+      {
+        std::lock_guard lock(mu);
+        patterns.push_back(n);
+      }
+      const auto now_registered = client->watch(n);
+      std::lock_guard lock(mu);
+      for (const auto& ch : now_registered) appeared.push_back(ch);
+    }
+    for (;;) {
+      {
+        std::lock_guard lock(mu);
+        while (!appeared.empty() && !abort.load()) {
+          spawn(appeared.front(), true);
+          appeared.pop_front();
+        }
+        if (abort.load()) break;
+        bool all_done = !any_pattern;
+        for (const auto& r : runs) all_done = all_done && r.done.load();
+        if (all_done) break;
+        // A pattern's channels come and go for hours: join the followers that ended.
+        for (auto it = runs.begin(); it != runs.end();) {
+          if (!it->done.load()) {
+            ++it;
+            continue;
+          }
+          it->thread.join();  // it only signals wake_fd after `done`
+          it = runs.erase(it);
+        }
+      }
+      if (stop_requested()) break;
+      const auto now = clock::now();
+      if (now >= deadline) {
+        timed_out = true;
+        break;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+      struct pollfd fds[2] = {{stop_fd(), POLLIN, 0}, {wake_fd.fd(), POLLIN, 0}};
+      ::poll(fds, 2, static_cast<int>(std::min<long long>(left + 1, 1000)));
+      wake_fd.drain();
+    }
+  } catch (...) {
+    std::lock_guard lock(mu);
+    if (!first_error && first_code == 0) first_error = std::current_exception();
+  }
+  abort_all();
+  for (auto& r : runs)
+    if (r.thread.joinable()) r.thread.join();
+  if (in.stats) {
+    const double secs = seconds_since(start);
+    std::fprintf(stderr, "plh-sub: stats: total over %zu channel(s): received %" PRIu64 " messages, %" PRIu64
+                 " bytes, %" PRIu64 " gaps (%" PRIu64 " messages missed), %" PRIu64
+                 " malformed frames, %" PRIu64 " dropped connections in %.3f s (%.0f msg/s)\n",
+                 followed, totals.received, totals.stats.bytes, totals.stats.gap_events, totals.stats.gaps,
+                 totals.stats.malformed, totals.stats.dropped_connections, secs,
+                 secs > 0 ? static_cast<double>(totals.received) / secs : 0.0);
+  }
+  // -W is exit 3, as with one channel (a loss found on the way out is only warned of then).
+  if (first_error && timed_out && first_after_abort) {
+    try {
+      std::rethrow_exception(first_error);
+    } catch (const std::exception& e) {
+      spdlog::warn("{}", e.what());
+    }
+  } else if (first_error) {
+    std::rethrow_exception(first_error);
+  }
+  if (first_code != 0 && !(timed_out && first_after_abort)) return first_code;
+  if (stop_requested()) return exit_code_for_stop();
+  if (in.count && total_received >= in.count) return 0;
+  if (timed_out) {
+    if (in.count)
+      throw TimeoutError("timed out: received " + std::to_string(total_received) + " of " +
+                         std::to_string(in.count) + " messages on " + shown);
+    throw TimeoutError((any_pattern ? "timed out on " : "timed out before the end of stream on ") + shown + " (" +
+                       std::to_string(total_received) + " messages received)");
+  }
+  return 0;
 }
 
 }  // namespace plh

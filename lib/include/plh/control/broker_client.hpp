@@ -48,6 +48,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace plh {
 
@@ -109,7 +110,18 @@ class BrokerClient {
   // CONSUMER_DEREG_REQ; forgets the registration. A channel already gone is not an error.
   void deregister_consumer(const std::string& channel);
 
+  // WATCH_REQ: the names registered now that match `pattern` (plh(7)); afterwards the
+  // broker sends CHANNEL_REGISTERED_NOTIFY {channel, pattern} to the notification callback
+  // for each new registration that matches. The watch is renewed with every heartbeat and
+  // sent again after a reconnect (a restarted broker): the channels its WATCH_ACK lists
+  // then reach the callback as CHANNEL_REGISTERED_NOTIFY too. BrokerErrorReply
+  // LIMIT_EXCEEDED beyond the broker's cap per connection.
+  std::vector<std::string> watch(const std::string& pattern);
+  // UNWATCH_REQ; forgets the watch.
+  void unwatch(const std::string& pattern);
+
   // Notifications: CHANNEL_CLOSING_NOTIFY, CONSUMER_DIED_NOTIFY, CHANNEL_ERROR_NOTIFY,
+  // CHANNEL_REGISTERED_NOTIFY (watch()),
   // CONSUMER_JOINED_NOTIFY, CONSUMER_LEFT_NOTIFY, forwarded CHECKSUM_ERROR_REPORT.
   // Called on the background thread: keep it short and thread-safe. After a
   // CHANNEL_CLOSING_NOTIFY the client forgets that channel (no re-registration), except

@@ -37,6 +37,8 @@ struct RegistryConfig {
   // Per-client caps (PeerInfo::client()); 0 = no cap. Refusals are LIMIT_EXCEEDED.
   std::size_t max_channels_per_client = 1000;
   std::size_t max_consumers_per_client = 1000;
+  // Patterns one connection may watch at once (WATCH_REQ); 0 = no cap.
+  std::size_t max_watches_per_connection = 64;
   // Extra fields merged into PING_ACK (version, pid, curve...).
   nlohmann::json broker_info = nlohmann::json::object();
 };
@@ -96,6 +98,7 @@ class ChannelRegistry {
   // O(1): running counters, kept by every change.
   std::size_t channel_count() const noexcept { return channels_.size(); }
   std::size_t consumer_count() const noexcept { return consumer_total_; }
+  std::size_t watch_count() const noexcept;
   // Heartbeat metric samples ignored as implausible (backwards, or too fast).
   std::uint64_t rejected_metric_samples() const noexcept { return rejected_samples_; }
   const RegistryConfig& config() const noexcept { return config_; }
@@ -148,6 +151,10 @@ class ChannelRegistry {
   void on_ping(std::string_view id, const nlohmann::json& req, SteadyTime now, std::vector<Outbound>& out);
   void on_close(const PeerInfo& peer, const nlohmann::json& req, std::vector<Outbound>& out);
   void on_checksum_report(std::string_view id, const nlohmann::json& req, std::vector<Outbound>& out);
+  void on_watch(const PeerInfo& peer, const nlohmann::json& req, SteadyTime now, std::vector<Outbound>& out);
+  void on_unwatch(const PeerInfo& peer, const nlohmann::json& req, std::vector<Outbound>& out);
+  // CHANNEL_REGISTERED_NOTIFY to every watcher whose pattern matches `channel`.
+  void notify_watchers(const std::string& channel, std::vector<Outbound>& out) const;
 
   void reply(std::string_view id, std::string_view type, nlohmann::json body, const nlohmann::json& req,
              std::vector<Outbound>& out) const;
@@ -174,6 +181,17 @@ class ChannelRegistry {
   RegistryConfig config_;
   SteadyTime started_;
   ChannelMap channels_;
+  // WATCH_REQ patterns by the watcher's routing id. Any message from that connection (a
+  // renewal WATCH_REQ, a heartbeat) keeps them; silent past the heartbeat timeout, the
+  // sweep drops them.
+  struct Watch {
+    std::string pattern;
+  };
+  struct Watcher {
+    std::vector<Watch> watches;
+    SteadyTime last_seen{};
+  };
+  std::unordered_map<std::string, Watcher> watchers_;
   std::size_t consumer_total_ = 0;
   ClientCounts channels_per_client_, consumers_per_client_;
   std::uint64_t rejected_samples_ = 0;

@@ -37,6 +37,8 @@ inline constexpr std::string_view kHeartbeatReq = "HEARTBEAT_REQ";
 inline constexpr std::string_view kListReq = "LIST_REQ", kListAck = "LIST_ACK";
 inline constexpr std::string_view kPingReq = "PING_REQ", kPingAck = "PING_ACK";
 inline constexpr std::string_view kCloseReq = "CLOSE_REQ", kCloseAck = "CLOSE_ACK";
+inline constexpr std::string_view kWatchReq = "WATCH_REQ", kWatchAck = "WATCH_ACK";
+inline constexpr std::string_view kUnwatchReq = "UNWATCH_REQ", kUnwatchAck = "UNWATCH_ACK";
 inline constexpr std::string_view kChecksumErrorReport = "CHECKSUM_ERROR_REPORT";
 inline constexpr std::string_view kError = "ERROR";
 
@@ -48,6 +50,9 @@ inline constexpr std::string_view kChannelErrorNotify = "CHANNEL_ERROR_NOTIFY";
 // consumer_pid, consumer_hostname, consumer_count). Lets `plh-pub -w N` wait without polling.
 inline constexpr std::string_view kConsumerJoinedNotify = "CONSUMER_JOINED_NOTIFY";
 inline constexpr std::string_view kConsumerLeftNotify = "CONSUMER_LEFT_NOTIFY";
+// Sent to a watcher (WATCH_REQ) when a channel matching its pattern is registered (body:
+// channel, pattern).
+inline constexpr std::string_view kChannelRegisteredNotify = "CHANNEL_REGISTERED_NOTIFY";
 
 // Error codes.
 inline constexpr std::string_view kInvalidRequest = "INVALID_REQUEST";
@@ -99,6 +104,8 @@ std::int64_t require_pid(const nlohmann::json& obj, const char* key);
 std::optional<std::uint64_t> optional_u64(const nlohmann::json& obj, const char* key);
 // A channel name valid by the SPEC grammar.
 const std::string& require_channel(const nlohmann::json& obj, const char* key = "channel");
+// A channel pattern (plh(7): names with "*" and a final ">").
+const std::string& require_pattern(const nlohmann::json& obj, const char* key = "pattern");
 
 // The strict JSON parser (core/json.hpp) under the names the control plane has used.
 using json_text::append_json_string;

@@ -125,6 +125,9 @@ class FrameWriter {
   void write(std::string_view payload, const MessageMeta& meta = {});
   void flush();
 
+  // line and zero: "CHANNEL " (meta.channel) before each message (plh-sub --print-channel).
+  void set_print_channel(bool on) { print_channel_ = on; }
+
   int fd() const { return fd_; }
   Format format() const { return fmt_; }
   // Bytes waiting in the buffer.
@@ -139,6 +142,7 @@ class FrameWriter {
   int fd_;
   Format fmt_;
   bool flush_each_;
+  bool print_channel_ = false;
   std::unique_ptr<char[]> buf_;
   std::size_t cap_;
   std::size_t size_ = 0;

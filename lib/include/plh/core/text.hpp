@@ -23,6 +23,18 @@ std::string channel_name_problem(std::string_view name);
 // Throws UsageError("invalid channel name 'x': <reason>") when invalid.
 void validate_channel_name(std::string_view name);
 
+// Channel patterns (plh-sub, WATCH_REQ; plh(7) CHANNEL NAMES), NATS style: a name whose
+// components may also be "*" (exactly one component) or, as the last component only, ">"
+// (one or more components). A pattern without wildcards is an exact channel name.
+// Returns an empty string when valid, else the reason.
+std::string channel_pattern_problem(std::string_view pattern);
+// Throws UsageError("invalid channel pattern 'x': <reason>") when invalid.
+void validate_channel_pattern(std::string_view pattern);
+// True when `pattern` has a wildcard component ("*" or ">").
+bool is_channel_pattern(std::string_view pattern) noexcept;
+// True when the (valid) channel name matches the (valid) pattern.
+bool channel_matches(std::string_view pattern, std::string_view name) noexcept;
+
 // User input echoed in an error message: valid UTF-8 kept as typed, control characters
 // and invalid bytes escaped as \xNN, at most `max` bytes of input, "..." when cut.
 std::string echo_input(std::string_view s, std::size_t max = 64);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "plh/core/cli.hpp"
 #include "plh/data/data_plane.hpp"
@@ -47,7 +48,9 @@ struct PubOptions {
 };
 
 struct SubOptions {
-  std::string channel;                   // required unless connect is given
+  // CHANNEL arguments: names and patterns (plh(7)); one follower each. Empty: `channel`.
+  std::vector<std::string> channels;
+  std::string channel;                   // one channel; required unless connect is given
   Format format = Format::line;
   std::uint64_t count = 0;               // -n: exit 0 after this many messages
   std::optional<std::chrono::nanoseconds> timeout;  // -W
@@ -61,6 +64,7 @@ struct SubOptions {
   std::int64_t max_queue_bytes = 256 << 20;  // what the data socket may queue
   bool follow = false;                   // stay on the channel across publishers (tail -F)
   bool line_buffered = false;            // flush stdout after every message
+  bool print_channel = false;            // line/zero: "CHANNEL " before each message
   bool last = false;                     // --last: the retained (else the next) message, then exit 0
   bool stats = false;
   cli::BrokerOptions broker;
