@@ -542,6 +542,9 @@ void Replier::service_job(Job& j, short in_ev, short out_ev, short err_ev, short
 }
 
 void Replier::fail_all(std::uint32_t status, const std::string& why) {
+  // The service ends after this: let these replies reach their requesters before the
+  // socket closes (else a requester sees only the disconnect), bounded.
+  set_int(router_, ZMQ_LINGER, 1000);
   for (auto& j : jobs_) reply(j->req, status, why);
   jobs_.clear();
   for (auto& r : sent_) reply(r, status, why);
@@ -847,7 +850,9 @@ void Requester::open(Server& s) {
   s.listed = true;
   s.misses = 0;
   s.sock = z_.socket(ZMQ_DEALER);
-  set_int(s.sock, ZMQ_IMMEDIATE, 1);
+  // Not ZMQ_IMMEDIATE: requests go only to a server whose handshake is done anyway (s.up),
+  // and with it libzmq drops the pipe at a disconnect together with the replies that
+  // arrived just before it (a server's last answers as it ends).
   set_int(s.sock, ZMQ_SNDHWM, 100000);
   set_int(s.sock, ZMQ_RCVHWM, 100000);
   set_int(s.sock, ZMQ_RECONNECT_IVL, 100);
