@@ -2,9 +2,10 @@
 // child process. Used by run_reqrep_bench.sh.
 //
 //   reqrep_raw rep ENDPOINT                  bind a REP, echo every request (until killed)
-//   reqrep_raw req ENDPOINT N SIZE           connect a REQ; N round trips of SIZE bytes
+//   reqrep_raw req ENDPOINT N SIZE [all]     connect a REQ; N round trips of SIZE bytes
 //                                            (after 200 unmeasured); prints
-//                                            "p50_us P50 p99_us P99 mean_us MEAN"
+//                                            "p50_us P50 p99_us P99 mean_us MEAN", or with
+//                                            "all" each round trip's microseconds, a line each
 //   reqrep_raw router ENDPOINT               bind a ROUTER, echo every request
 //   reqrep_raw dealer ENDPOINT N WINDOW      connect a DEALER; N requests with WINDOW in
 //                                            flight; prints "req_per_s R seconds S"
@@ -54,7 +55,7 @@ int serve(void* ctx, int type, const char* endpoint) {
   }
 }
 
-int req(void* ctx, const char* endpoint, long n, std::size_t size) {
+int req(void* ctx, const char* endpoint, long n, std::size_t size, bool all) {
   void* s = zmq_socket(ctx, ZMQ_REQ);
   if (zmq_connect(s, endpoint) != 0) return die("connect");
   std::string body(size, 'x');
@@ -66,6 +67,11 @@ int req(void* ctx, const char* endpoint, long n, std::size_t size) {
     if (zmq_send(s, body.data(), body.size(), 0) < 0) return die("send");
     if (zmq_recv(s, buf.data(), buf.size(), 0) < 0) return die("recv");
     if (i >= 0) us.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+  }
+  if (all) {
+    for (double v : us) std::printf("%.1f\n", v);
+    zmq_close(s);
+    return 0;
   }
   std::sort(us.begin(), us.end());
   double sum = 0;
@@ -114,7 +120,8 @@ int main(int argc, char** argv) {
   int rc = 2;
   if (mode == "rep") rc = serve(ctx, ZMQ_REP, argv[2]);
   else if (mode == "router") rc = serve(ctx, ZMQ_ROUTER, argv[2]);
-  else if (mode == "req" && argc >= 5) rc = req(ctx, argv[2], std::atol(argv[3]), std::strtoul(argv[4], nullptr, 10));
+  else if (mode == "req" && argc >= 5)
+    rc = req(ctx, argv[2], std::atol(argv[3]), std::strtoul(argv[4], nullptr, 10), argc >= 6 && std::string(argv[5]) == "all");
   else if (mode == "dealer" && argc >= 5) rc = dealer(ctx, argv[2], std::atol(argv[3]), std::atol(argv[4]));
   else std::fprintf(stderr, "reqrep_raw: unknown mode or missing arguments\n");
   zmq_ctx_term(ctx);

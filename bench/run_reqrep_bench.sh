@@ -2,10 +2,11 @@
 # Request/reply: plh-req/plh-rep side by side with bare libzmq and with MQTT
 # request/response (mosquitto_rr), on one machine over loopback tcp, in one run.
 #
-#   latency, in a stream   plh-req -f json -j 1 (its rtt_us per reply) against
+#   latency, in a stream   plh-req -f json -j 1 (its rtt_us per reply, whole µs) against
 #                          `plh-rep --pipe -- cat`, vs bench/reqrep_raw.cpp REQ -> REP
 #                          echo (no header, no broker, no child process); LAT_N round
-#                          trips of SIZE-byte messages each, the first 200 not counted
+#                          trips of SIZE-byte messages each, in ROUNDS (5) alternating
+#                          rounds, the first 200 of each round not counted
 #   latency, per command   one process per request: `plh-req SERVICE MSG` (broker lookup,
 #                          connect, handshake, request) vs `mosquitto_rr` through a local
 #                          mosquitto with a `mosquitto_sub | mosquitto_pub -l` echo
@@ -16,7 +17,7 @@
 #                          process per request)
 #
 # Usage: bench/run_reqrep_bench.sh [BUILD_DIR]     (default ./build: Release/RelWithDebInfo,
-#        no sanitizers). Env: LAT_N (20000), SIZE (32), CMD_N (200), TP_N (500000),
+#        no sanitizers). Env: LAT_N (20000), ROUNDS (5), SIZE (32), CMD_N (200), TP_N (500000),
 #        EXEC_N (2000), KEEP=1 keeps the work directory. mosquitto missing: its rows say
 #        "skipped" (apt-get install mosquitto mosquitto-clients).
 set -uo pipefail
@@ -91,20 +92,27 @@ start_rep exec bench.exec -c 2 -- cat
 
 MSG=$(head -c "$SIZE" /dev/zero | tr '\0' x)
 # -f json: each input line is {"data": ...}; the request body is SIZE-1 bytes, as for raw.
-yes "{\"data\":\"${MSG:1}\"}" | head -n $((LAT_N + 200)) > "$WORK/lat.in"
-
-# ------------------------------------------------------------------ latency in a stream
-"$BIN/plh-req" bench.lat -j 1 -f json -W 10s < "$WORK/lat.in" > "$WORK/lat.json" 2> "$WORK/lat.err" ||
-  log "plh-req latency run failed: $(tail -n 1 "$WORK/lat.err")"
-PLH_LAT=$("$PY" -c 'import sys, json
-for l in open(sys.argv[1]): print(json.loads(l)["rtt_us"])' "$WORK/lat.json" | percentiles 200 us)
-
+# The machine is shared: plh and raw alternate in ROUNDS rounds, so both see the same load.
+ROUNDS=${ROUNDS:-5}
+PER_ROUND=$((LAT_N / ROUNDS))
+yes "{\"data\":\"${MSG:1}\"}" | head -n $((PER_ROUND + 200)) > "$WORK/lat.in"
 RPORT=$(free_port)
 "$RAW" rep "tcp://127.0.0.1:$RPORT" 2> "$WORK/raw_rep.err" &
 PIDS+=($!)
-RAW_LAT=$("$RAW" req "tcp://127.0.0.1:$RPORT" "$LAT_N" $((SIZE - 1)) | awk '{ printf "p50 %.1fus p99 %.1fus mean %.1fus (n=%d)\n", $2, $4, $6, '"$LAT_N"' }')
+: > "$WORK/lat_plh.us"
+: > "$WORK/lat_raw.us"
+for ((r = 0; r < ROUNDS; r++)); do
+  "$BIN/plh-req" bench.lat -j 1 -f json -W 10s < "$WORK/lat.in" > "$WORK/lat.json" 2> "$WORK/lat.err" ||
+    log "plh-req latency run failed: $(tail -n 1 "$WORK/lat.err")"
+  "$PY" -c 'import sys, json
+for l in list(open(sys.argv[1]))[200:]: print(json.loads(l)["rtt_us"])' "$WORK/lat.json" >> "$WORK/lat_plh.us"
+  "$RAW" req "tcp://127.0.0.1:$RPORT" "$PER_ROUND" $((SIZE - 1)) all >> "$WORK/lat_raw.us"
+done
+PLH_LAT=$(percentiles 0 us < "$WORK/lat_plh.us")
+RAW_LAT=$(percentiles 0 us < "$WORK/lat_raw.us")
 
 # ------------------------------------------------------------------ per-command latency
+log "per-command latency ($(date -u +%T))"
 for ((i = 0; i < CMD_N; i++)); do
   t0=$(now)
   "$BIN/plh-req" bench.lat "$MSG" > /dev/null 2>> "$WORK/cmd.err" || echo "failed" >> "$WORK/cmd.fail"
@@ -121,7 +129,10 @@ if command -v mosquitto > /dev/null && command -v mosquitto_rr > /dev/null; then
   PIDS+=($!)
   for ((i = 0; i < 200; i++)); do mosquitto_pub -p "$MPORT" -t bench/probe -m x 2> /dev/null && break; sleep 0.02; done
   # The responder: every request line republished on the response topic.
-  mosquitto_sub -p "$MPORT" -t bench/req | mosquitto_pub -p "$MPORT" -t bench/resp -l &
+  mkfifo "$WORK/mqtt.fifo"
+  mosquitto_pub -p "$MPORT" -t bench/resp -l < "$WORK/mqtt.fifo" &
+  PIDS+=($!)
+  mosquitto_sub -p "$MPORT" -t bench/req > "$WORK/mqtt.fifo" 2> "$WORK/mqtt_sub.err" &
   PIDS+=($!)
   for ((i = 0; i < 100; i++)); do  # until the responder is subscribed
     timeout 1 mosquitto_rr -p "$MPORT" -t bench/req -e bench/resp -m probe -W 1 > /dev/null 2>&1 && break
@@ -137,6 +148,7 @@ if command -v mosquitto > /dev/null && command -v mosquitto_rr > /dev/null; then
 fi
 
 # ------------------------------------------------------------------ throughput
+log "throughput ($(date -u +%T))"
 seq "$TP_N" > "$WORK/tp.in"
 t0=$(now)
 "$BIN/plh-req" bench.tp -j 64 -W 30s < "$WORK/tp.in" > "$WORK/tp.out" 2> "$WORK/tp.err"
