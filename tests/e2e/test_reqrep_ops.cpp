@@ -318,3 +318,30 @@ TEST_CASE("reqrep: plh-ctl info and stats show a service, its servers, requests,
   CHECK(none.code == 4);
   CHECK(none.err == "plh-ctl: error: channel '" + svc + "x' not found\n");
 }
+
+TEST_CASE("reqrep: with --retries and no -W, a request whose only server died fails once no server is left",
+          "[e2e][reqrep]") {
+  auto broker = rr_broker();
+  const std::map<std::string, std::string> env{{"PLH_BROKER", broker.endpoint}};
+  TempDir dir;
+  const auto svc = service("orphan");
+  const std::string pidfile = dir.file("handler.pid");
+  auto victim = serve({svc, "--", "/bin/sh", "-c", "echo $$ > " + pidfile + "; exec sleep 60"}, env);
+  auto c = Child::spawn({PLH_REQ_BIN, svc, "--retries", "1", "payload"}, env, "/dev/null");
+  REQUIRE(eventually([&] {
+    std::ifstream in(pidfile);
+    int pid = 0;
+    return static_cast<bool>(in >> pid);
+  }, 10s));
+  int handler = 0;
+  std::ifstream(pidfile) >> handler;
+  const auto t0 = std::chrono::steady_clock::now();
+  victim.child.kill(SIGKILL);
+  ::kill(handler, SIGKILL);
+  // Retried, but no server comes: an error after the grace (5 s), never a hang.
+  auto r = c.wait(30s);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.code == 1);
+  CHECK(r.err.find("no server of '" + svc + "' left") != std::string::npos);
+  CHECK(seconds_since(t0) < 15);
+}

@@ -804,6 +804,7 @@ class Requester {
                   std::uint32_t capacity);
   void open(Server& s);
   void fail_refused();
+  void fail_orphans(clock::time_point now);
   int pick(const Pending& p);
   void dispatch();
   void on_reply(int s);
@@ -832,6 +833,7 @@ class Requester {
   std::optional<std::string> input_error_;
   std::uint64_t replies_ = 0, errors_ = 0, timeouts_ = 0, retries_ = 0, stray_ = 0, malformed_ = 0;
   clock::time_point next_refresh_{};
+  std::optional<clock::time_point> orphaned_since_;  // requests waiting, no server listed
 };
 
 void Requester::add_server(const std::string& name, const std::string& endpoint,
@@ -1100,6 +1102,28 @@ void Requester::fail_refused() {
   }
 }
 
+// Requests waiting for a server while the broker lists none (the service's servers died;
+// retries left): without --wait they fail after kOrphanGrace, so a request never waits
+// forever, even without -W. (A restarting broker or server gets that long to come back.)
+void Requester::fail_orphans(clock::time_point now) {
+  constexpr auto kOrphanGrace = 5s;
+  const bool none = std::none_of(servers_.begin(), servers_.end(), [](const auto& s) { return s->sock && s->listed; });
+  if (queue_.empty() || !none || o_.wait) {
+    orphaned_since_.reset();
+    return;
+  }
+  if (!orphaned_since_) orphaned_since_ = now;
+  if (now - *orphaned_since_ < kOrphanGrace) return;
+  while (!queue_.empty()) {
+    Outcome out;
+    out.kind = Outcome::error;
+    out.body = "no server of '" + o_.service + "' left for " + duration_text(kOrphanGrace) +
+               " (its servers went away; --wait waits for one)";
+    complete(pending_.at(queue_.front()), std::move(out));
+  }
+  orphaned_since_.reset();
+}
+
 void Requester::issue(std::string body) {
   Pending p;
   p.seq = next_seq_++;
@@ -1286,6 +1310,7 @@ int Requester::run() {
           z_.close(s->sock);
           s->sock = s->mon = nullptr;
         }
+      fail_orphans(now);
     }
   }
   writer_->flush();

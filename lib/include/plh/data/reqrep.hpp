@@ -29,6 +29,8 @@
 // Admission: with a CURVE broker the server's ROUTER is a CURVE server; with the broker's
 // --allow-keys it admits only the keys in REG_ACK's allowed_keys (ZAP, plh/control/zap.hpp).
 // A requester whose every server refused its key fails with RefusedError (exit 6).
+// Requests waiting for a server while the broker lists none fail after 5 s (not with
+// --wait), so nothing waits forever for a service that is gone, even without -W.
 //
 // Metrics: each server's heartbeats carry messages = replies (errors included), bytes,
 // gaps = error replies, and latency_p50_us/latency_p99_us (receipt to reply, last 4096).
