@@ -220,12 +220,14 @@ TEST_CASE("reqrep: --pipe with a python driver, a driver that exits ends the ser
   auto broker = rr_broker();
   auto env = env_for(broker);
   const auto svc = service("pipe");
-  // An instrument driver: one reply line per request line; exits after 5 requests.
+  // An instrument driver: one reply line per request line; dies on the 6th request
+  // without answering it (had it exited after answering the 5th, request 6 could reach a
+  // server already gone: "went away" instead of "service ended").
   const std::string driver =
       "import sys\n"
       "for n, line in enumerate(sys.stdin, 1):\n"
-      "    sys.stdout.write('volt=' + line.strip() + '\\n'); sys.stdout.flush()\n"
-      "    if n == 5: sys.exit(7)\n";
+      "    if n == 6: sys.exit(7)\n"
+      "    sys.stdout.write('volt=' + line.strip() + '\\n'); sys.stdout.flush()\n";
   auto s = serve({svc, "--pipe", "-c", "4", "--", "/usr/bin/python3", "-c", driver}, env);
   auto r = req({svc, "-j", "4"}, "1\n2\n3\n4\n", env);
   CHECK(r.code == 0);

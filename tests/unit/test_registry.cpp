@@ -181,6 +181,32 @@ TEST_CASE("registry: rates come from the last two heartbeat samples", "[registry
   CHECK(h.reg.rejected_metric_samples() == 1);
 }
 
+TEST_CASE("registry: a request/reply server's latency percentiles are kept and listed", "[registry][reqrep]") {
+  Harness h;
+  const std::string t = h.reply("P", "REG_REQ", reg_req("svc.s1-abc", 1))["token"];
+  // Not reported yet: not listed.
+  auto ch = h.reply("X", "LIST_REQ", {{"channel", "svc.s1-abc"}})["channels"][0];
+  CHECK_FALSE(ch["metrics"].contains("latency_p50_us"));
+  h.send("P", "HEARTBEAT_REQ",
+         producer_hb("svc.s1-abc", 1, t, {{"messages", 10}, {"latency_p50_us", 40}, {"latency_p99_us", 900}}));
+  ch = h.reply("X", "LIST_REQ", {{"channel", "svc.s1-abc"}})["channels"][0];
+  CHECK(ch["metrics"]["latency_p50_us"] == 40);
+  CHECK(ch["metrics"]["latency_p99_us"] == 900);
+  // A heartbeat without them keeps the last ones; they may go down (they are not totals).
+  h.now += 500ms;
+  h.send("P", "HEARTBEAT_REQ", producer_hb("svc.s1-abc", 1, t, {{"messages", 20}}));
+  h.now += 500ms;
+  h.send("P", "HEARTBEAT_REQ", producer_hb("svc.s1-abc", 1, t, {{"messages", 30}, {"latency_p50_us", 30}}));
+  ch = h.reply("X", "LIST_REQ", {{"channel", "svc.s1-abc"}})["channels"][0];
+  CHECK(ch["metrics"]["latency_p50_us"] == 30);
+  CHECK(ch["metrics"]["latency_p99_us"] == 900);
+  CHECK(h.reg.rejected_metric_samples() == 0);
+  // Wrong types are refused like any metric.
+  std::string type;
+  auto bad = h.reply("P", "HEARTBEAT_REQ", producer_hb("svc.s1-abc", 1, t, {{"latency_p50_us", -1}}), &type);
+  CHECK(bad["error_code"] == "INVALID_REQUEST");
+}
+
 TEST_CASE("registry: admin token, checksum forwarding, reject", "[registry]") {
   plh::RegistryConfig cfg;
   cfg.admin_token = "tok";

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
         app.add_option("SERVICE", o.service, "Service name (with --connect: none, the one word is MESSAGE)");
         auto* msg = app.add_option("MESSAGE", message, "The request; without it every stdin message is one");
         app.add_option("-f,--format", format, "Framing of stdin requests and replies: line, zero, len, json");
-        app.add_option("-W,--timeout", timeout, "Per request: no reply within this long is exit 3");
+        app.add_option("-W,--timeout", timeout, "Per request, retries included: no reply within this long is exit 3");
         app.add_option("-r,--retries", o.retries,
                        "Resend a request whose server died, timed out or was unavailable up to N times (at least "
                        "once delivery)");

@@ -282,6 +282,10 @@ struct BrokerClient::Impl {
           b["metrics"] = {{"messages", m->messages.load(std::memory_order_relaxed)},
                           {"bytes", m->bytes.load(std::memory_order_relaxed)},
                           {"gaps", m->gaps.load(std::memory_order_relaxed)}};
+        if (m && m->latency_p99_us.load(std::memory_order_relaxed) > 0) {
+          b["metrics"]["latency_p50_us"] = m->latency_p50_us.load(std::memory_order_relaxed);
+          b["metrics"]["latency_p99_us"] = m->latency_p99_us.load(std::memory_order_relaxed);
+        }
         b["corr"] = std::string("hb:") + role[0] + ":" + ch;
         bodies.push_back(b.dump());
       };

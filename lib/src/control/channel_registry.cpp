@@ -556,7 +556,8 @@ std::optional<ChannelRegistry::Metrics> ChannelRegistry::parse_metrics(const jso
   auto it = req.find("metrics");
   if (it == req.end() || it->is_null()) return std::nullopt;
   if (!it->is_object()) throw p::ProtocolError(p::kInvalidRequest, "field 'metrics' must be an object");
-  return Metrics{p::optional_u64(*it, "messages"), p::optional_u64(*it, "bytes"), p::optional_u64(*it, "gaps")};
+  return Metrics{p::optional_u64(*it, "messages"), p::optional_u64(*it, "bytes"), p::optional_u64(*it, "gaps"),
+                 p::optional_u64(*it, "latency_p50_us"), p::optional_u64(*it, "latency_p99_us")};
 }
 
 void ChannelRegistry::update_metrics(Peer& peer, const Metrics& sample, SteadyTime now) {
@@ -586,6 +587,8 @@ void ChannelRegistry::update_metrics(Peer& peer, const Metrics& sample, SteadyTi
   peer.messages = messages;
   peer.bytes = bytes;
   peer.gaps = gaps;
+  if (sample.latency_p50_us) peer.latency_p50_us = sample.latency_p50_us;
+  if (sample.latency_p99_us) peer.latency_p99_us = sample.latency_p99_us;
   peer.prev = peer.last;
   peer.last = Sample{now, peer.messages, peer.bytes};
   if (peer.samples < 2) ++peer.samples;
@@ -679,6 +682,14 @@ void ChannelRegistry::append_description(std::string& out, const Channel& ch, St
   append_num(out, ch.producer.bytes);
   out += ",\"gaps\":";
   append_num(out, ch.producer.gaps);
+  if (ch.producer.latency_p50_us) {
+    out += ",\"latency_p50_us\":";
+    append_num(out, *ch.producer.latency_p50_us);
+  }
+  if (ch.producer.latency_p99_us) {
+    out += ",\"latency_p99_us\":";
+    append_num(out, *ch.producer.latency_p99_us);
+  }
   out += "},\"rates\":{\"messages_per_s\":";
   append_num(out, rate(ch.producer, false));
   out += ",\"bytes_per_s\":";

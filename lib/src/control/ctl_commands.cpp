@@ -209,6 +209,93 @@ bool pause_for(nanoseconds d) {
   return !stop_requested();
 }
 
+// Request/reply (plh-rep): each server is its own entry, pattern "reqrep",
+// metadata.service naming its service.
+std::string service_of(const json& ch) {
+  if (str(ch, "pattern") != "reqrep") return {};
+  auto md = ch.find("metadata");
+  if (md == ch.end() || !md->is_object()) return {};
+  auto s = md->find("service");
+  return s != md->end() && s->is_string() ? s->get<std::string>() : std::string();
+}
+
+std::vector<json> servers_of(const json& channels, const std::string& service) {
+  std::vector<json> out;
+  for (const auto& ch : channels)
+    if (service_of(ch) == service) out.push_back(ch);
+  return out;
+}
+
+// A service time in microseconds as text ("-" when the server reported none).
+std::string latency_text(const json& metrics, const char* key) {
+  auto it = metrics.find(key);
+  if (it == metrics.end() || !it->is_number_unsigned()) return "-";
+  const double us = static_cast<double>(it->get<std::uint64_t>());
+  char buf[32];
+  if (us < 1000) std::snprintf(buf, sizeof buf, "%.0fus", us);
+  else if (us < 1e6) std::snprintf(buf, sizeof buf, "%.1fms", us / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.2fs", us / 1e6);
+  return buf;
+}
+
+// One row per server: requests answered per second, replies (errors included), error
+// replies, p50/p99 service time.
+std::vector<std::string> server_row(const json& ch) {
+  const json m = ch.value("metrics", json::object()), r = ch.value("rates", json::object());
+  return {str(ch, "channel"), service_of(ch), si(num(r, "messages_per_s")), str(m, "messages", "0"),
+          str(m, "gaps", "0"), latency_text(m, "latency_p50_us"), latency_text(m, "latency_p99_us")};
+}
+const std::vector<std::string> kServerHeader{"SERVER", "SERVICE", "REQ/S", "REPLIES", "ERRORS", "P50", "P99"};
+
+// `plh-ctl info SERVICE`: the service and its servers.
+int service_info(BrokerClient& client, const std::string& service, bool as_json, std::FILE* out) {
+  json ack = client.request("LIST_REQ", json::object());
+  const auto servers = servers_of(channels_of(ack), service);
+  if (servers.empty()) throw NotFoundError("channel '" + service + "' not found");
+  std::uint64_t replies = 0, errors = 0;
+  double rate = 0;
+  for (const auto& ch : servers) {
+    const json m = ch.value("metrics", json::object());
+    replies += count_of(m, "messages");
+    errors += count_of(m, "gaps");
+    rate += num(ch.value("rates", json::object()), "messages_per_s");
+  }
+  if (as_json) {
+    emit_json(out, {{"service", service},
+                    {"pattern", "reqrep"},
+                    {"server_count", servers.size()},
+                    {"replies", replies},
+                    {"errors", errors},
+                    {"replies_per_s", rate},
+                    {"servers", servers}});
+    return 0;
+  }
+  std::string text;
+  auto add = [&](std::string k, const std::string& v) {
+    k += ":";
+    k.resize(std::max<std::size_t>(k.size(), 16), ' ');
+    text += k + v + "\n";
+  };
+  add("service", service);
+  add("pattern", "reqrep");
+  add("servers", std::to_string(servers.size()));
+  add("replies", std::to_string(replies) + " (" + si(rate, "/s") + ")");
+  add("errors", std::to_string(errors));
+  std::vector<std::vector<std::string>> rows{
+      {"  SERVER", "ENDPOINT", "PRODUCER", "MODE", "CONCURRENCY", "STATE", "HEARTBEAT", "REQ/S", "REPLIES", "ERRORS",
+       "P50", "P99"}};
+  for (const auto& ch : servers) {
+    const json md = ch.value("metadata", json::object());
+    const auto row = server_row(ch);
+    rows.push_back({"  " + row[0], str(ch, "endpoint"), producer_text(ch), str(md, "mode"), str(md, "concurrency"),
+                    str(ch, "state"), age_text(num(ch, "last_heartbeat_age_ms")), row[2], row[3], row[4], row[5],
+                    row[6]});
+  }
+  text += format_table(rows);
+  emit(out, text);
+  return 0;
+}
+
 }  // namespace
 
 std::string format_table(const std::vector<std::vector<std::string>>& rows) {
@@ -270,7 +357,12 @@ int list(const BrokerClientConfig& cfg, bool as_json, std::FILE* out) {
 int info(const BrokerClientConfig& cfg, const std::string& channel, bool as_json, std::FILE* out) {
   validate_channel_name(channel);
   BrokerClient client(cfg);
-  json ack = client.request("LIST_REQ", {{"channel", channel}});
+  json ack;
+  try {
+    ack = client.request("LIST_REQ", {{"channel", channel}});
+  } catch (const NotFoundError&) {
+    return service_info(client, channel, as_json, out);  // not a channel: a request/reply service?
+  }
   const json& channels = channels_of(ack);
   if (channels.empty()) throw NotFoundError("channel '" + channel + "' not found");
   const json& ch = channels[0];
@@ -409,27 +501,52 @@ int stats(const BrokerClientConfig& cfg, const std::optional<std::string>& chann
   if (watch) install_stop_handlers();
   BrokerClient client(cfg);
   const bool tty = ::isatty(::fileno(out)) == 1;
+  // A name that is not a channel may be a request/reply service: its servers.
+  bool service = false;
   for (bool first = true;; first = false) {
-    json ack = client.request("LIST_REQ", channel ? json{{"channel", *channel}} : json::object());
-    const json& channels = channels_of(ack);
+    json ack;
+    if (channel && !service) {
+      try {
+        ack = client.request("LIST_REQ", json{{"channel", *channel}});
+      } catch (const NotFoundError&) {
+        service = true;
+      }
+    }
+    if (!channel || service) ack = client.request("LIST_REQ", json::object());
+    json selected = json::array();
+    if (service) {
+      for (auto& ch : servers_of(channels_of(ack), *channel)) selected.push_back(std::move(ch));
+      if (selected.empty() && first) throw NotFoundError("channel '" + *channel + "' not found");
+    }
+    const json& channels = service ? selected : channels_of(ack);
     if (as_json) {
       json doc = {{"time_ns", realtime_ns()}, {"channels", json::array()}};
-      for (const auto& ch : channels)
-        doc["channels"].push_back({{"channel", ch["channel"]},
-                                   {"consumer_count", count_of(ch, "consumer_count")},
-                                   {"metrics", ch.value("metrics", json::object())},
-                                   {"rates", ch.value("rates", json::object())}});
+      for (const auto& ch : channels) {
+        json e = {{"channel", ch["channel"]},
+                  {"consumer_count", count_of(ch, "consumer_count")},
+                  {"metrics", ch.value("metrics", json::object())},
+                  {"rates", ch.value("rates", json::object())}};
+        if (const std::string svc = service_of(ch); !svc.empty()) e["service"] = svc;
+        doc["channels"].push_back(std::move(e));
+      }
       emit_json(out, doc);
     } else {
       std::vector<std::vector<std::string>> rows{
           {"CHANNEL", "MSG/S", "BYTES/S", "MESSAGES", "BYTES", "GAPS", "CONSUMERS"}};
+      std::vector<std::vector<std::string>> servers{kServerHeader};
       for (const auto& ch : channels) {
+        if (!service_of(ch).empty()) {
+          servers.push_back(server_row(ch));
+          continue;
+        }
         const json m = ch.value("metrics", json::object()), r = ch.value("rates", json::object());
         rows.push_back({str(ch, "channel"), si(num(r, "messages_per_s")), iec_bytes(num(r, "bytes_per_s")),
                         str(m, "messages", "0"), iec_bytes(num(m, "bytes")), str(m, "gaps", "0"),
                         str(ch, "consumer_count", "0")});
       }
-      std::string text = format_table(rows);
+      // Request/reply servers get their own table (requests, errors, service times).
+      std::string text = rows.size() > 1 || servers.size() == 1 ? format_table(rows) : std::string();
+      if (servers.size() > 1) text += (text.empty() ? "" : "\n") + format_table(servers);
       if (watch) text = (tty ? std::string("\033[H\033[2J") : std::string(first ? "" : "\n")) + text;
       emit(out, text);
     }

@@ -24,6 +24,7 @@
 #include <unordered_map>
 
 #include "plh/control/broker_client.hpp"
+#include "plh/control/zap.hpp"
 #include "plh/core/curve.hpp"
 #include "plh/core/error.hpp"
 #include "plh/core/signals.hpp"
@@ -346,9 +347,11 @@ class Replier {
   [[noreturn]] void driver_failed(const std::string& why, std::optional<std::uint32_t> front_status = {});
   void fail_all(std::uint32_t status, const std::string& why);
   std::size_t load() const { return jobs_.size() + waiting_.size() + sent_.size(); }
+  void update_latency(clock::time_point now);
 
   const RepOptions& o_;
   ZmqScope z_;
+  std::unique_ptr<ZapThread> zap_;  // the broker's --allow-keys on the ROUTER (closed before z_)
   void* router_ = nullptr;
   std::deque<Request> waiting_;
   std::vector<std::unique_ptr<Job>> jobs_;
@@ -359,7 +362,28 @@ class Replier {
   std::deque<Request> sent_;  // sent to the driver, in order
   std::shared_ptr<ChannelMetrics> metrics_ = std::make_shared<ChannelMetrics>();
   std::uint64_t served_ = 0, errors_ = 0, malformed_ = 0, busy_ = 0;
+  // Service times (receipt to reply, microseconds) of the last kLatencyWindow replies; the
+  // heartbeats carry their p50/p99, recomputed at most every 500 ms.
+  static constexpr std::size_t kLatencyWindow = 4096;
+  std::vector<std::uint32_t> latency_us_;
+  std::size_t latency_next_ = 0;
+  bool latency_dirty_ = false;
+  clock::time_point latency_update_{};
 };
+
+void Replier::update_latency(clock::time_point now) {
+  if (!latency_dirty_ || now < latency_update_) return;
+  latency_dirty_ = false;
+  latency_update_ = now + 500ms;
+  std::vector<std::uint32_t> v = latency_us_;
+  auto at = [&](double q) {
+    const auto k = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1));
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+    return std::max<std::uint64_t>(1, v[k]);
+  };
+  metrics_->latency_p50_us.store(at(0.50), std::memory_order_relaxed);
+  metrics_->latency_p99_us.store(at(0.99), std::memory_order_relaxed);
+}
 
 void Replier::reply(const Request& r, std::uint32_t status, std::string_view body) {
   rr::ReplyHeader h;
@@ -369,14 +393,22 @@ void Replier::reply(const Request& r, std::uint32_t status, std::string_view bod
   const std::string hdr = rr::encode_reply_header(h);
   // A requester that went away is not an error (ROUTER drops to unknown peers).
   send_parts(router_, {r.peer, std::string_view(), hdr, body});
+  // Heartbeat metrics: messages = replies (errors included), bytes = reply bytes, gaps = error replies.
+  metrics_->messages.fetch_add(1, std::memory_order_relaxed);
+  metrics_->bytes.fetch_add(body.size(), std::memory_order_relaxed);
   if (status == rr::kStatusOk) {
     ++served_;
-    metrics_->messages.fetch_add(1, std::memory_order_relaxed);
-    metrics_->bytes.fetch_add(body.size(), std::memory_order_relaxed);
   } else {
     ++errors_;
     metrics_->gaps.fetch_add(1, std::memory_order_relaxed);
   }
+  const auto now = clock::now();
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - r.received).count();
+  const auto v = static_cast<std::uint32_t>(std::clamp<std::int64_t>(us, 0, 0xFFFFFFFF));
+  if (latency_us_.size() < kLatencyWindow) latency_us_.push_back(v);
+  else latency_us_[latency_next_++ % kLatencyWindow] = v;
+  latency_dirty_ = true;
+  update_latency(now);
 }
 
 void Replier::receive() {
@@ -510,6 +542,9 @@ void Replier::service_job(Job& j, short in_ev, short out_ev, short err_ev, short
 }
 
 void Replier::fail_all(std::uint32_t status, const std::string& why) {
+  // The service ends after this: let these replies reach their requesters before the
+  // socket closes (else a requester sees only the disconnect), bounded.
+  set_int(router_, ZMQ_LINGER, 1000);
   for (auto& j : jobs_) reply(j->req, status, why);
   jobs_.clear();
   for (auto& r : sent_) reply(r, status, why);
@@ -528,13 +563,17 @@ void Replier::pipe_send() {
     meta.ts_ns = realtime_ns();
     try {
       driver_in_->write(r.body, meta);
-      driver_in_->flush();
     } catch (const Error&) {
       sent_.push_back(std::move(r));
       driver_failed("the driver stopped reading its input");
     }
     r.received = clock::now();  // its --timeout runs from here
     sent_.push_back(std::move(r));
+  }
+  try {
+    driver_in_->flush();  // once for the batch
+  } catch (const Error&) {
+    driver_failed("the driver stopped reading its input");
   }
 }
 
@@ -599,6 +638,10 @@ int Replier::run() {
     curve = generate_curve_keypair();
     set_int(router_, ZMQ_CURVE_SERVER, 1);
     set_str(router_, ZMQ_CURVE_SECRETKEY, curve->secret_key);
+    // The broker's --allow-keys guards the service too (the list comes in REG_ACK; until
+    // then handshakes wait), as on publishers' data sockets.
+    zap_ = std::make_unique<ZapThread>(z_.ctx, "plh-rep");
+    set_str(router_, ZMQ_ZAP_DOMAIN, kZapDomain);
   }
   const std::string bind = !o_.bind.empty() ? o_.bind : local ? "tcp://127.0.0.1:0" : "tcp://*:0";
   if (zmq_bind(router_, bind.c_str()) != 0)
@@ -629,7 +672,8 @@ int Replier::run() {
     reg.metadata["concurrency"] = o_.concurrency;
     reg.metadata["mode"] = o_.pipe ? "pipe" : "exec";
     if (curve) reg.pubkey = curve->public_key;
-    client->register_channel(reg, metrics_);
+    const KeyPolicy keys = allowed_keys_from_ack(client->register_channel(reg, metrics_));
+    if (zap_) zap_->set_policy(keys);
     spdlog::info("serving '{}' as {} on {}", o_.service, name, endpoint);
   }
   if (o_.print_endpoint) {
@@ -664,12 +708,14 @@ int Replier::run() {
       if (j->deadline && !j->timed_out && (!next_deadline || *j->deadline < *next_deadline)) next_deadline = j->deadline;
     }
     if (o_.pipe && o_.timeout && !sent_.empty()) next_deadline = sent_.front().received + *o_.timeout;
+    if (latency_dirty_ && (!next_deadline || latency_update_ < *next_deadline)) next_deadline = latency_update_;
     int timeout = next_deadline ? ms_until(*next_deadline) : -1;
     if (need_tick) timeout = timeout < 0 ? 10 : std::min(timeout, 10);
     if (o_.pipe && driver_out_->has_buffered()) timeout = 0;
     if (zmq_poll(items.data(), static_cast<int>(items.size()), timeout) < 0 && zmq_errno() != EINTR)
       throw_zmq_error("poll failed");
     if (stop_requested()) break;
+    update_latency(clock::now());
     if (items[0].revents) receive();
     // libzmq's fd is edge-triggered: drain whenever we are here anyway.
     receive();
@@ -715,10 +761,13 @@ int Replier::run() {
 // Requester
 struct Server {
   std::string name, endpoint;
+  std::optional<std::string> pubkey;
   void* sock = nullptr;
   void* mon = nullptr;
   bool up = false;
   bool listed = true;
+  bool refused = false;  // its ZAP handler refused our key (until a handshake succeeds)
+  int misses = 0;        // consecutive LIST_ACKs without it
   std::uint32_t capacity = 1;
   int inflight = 0;
   std::uint64_t last_used = 0;
@@ -731,11 +780,12 @@ struct Pending {
   int server = -1;  // index while in flight
   std::set<int> failed_on;
   clock::time_point issued, sent;
-  std::optional<clock::time_point> deadline;
+  std::optional<clock::time_point> deadline;          // -W from issue: the hard bound, retries included
+  std::optional<clock::time_point> attempt_deadline;  // with --retries: resend an attempt unanswered this long
 };
 
 struct Outcome {
-  enum Kind { reply, error, timeout } kind = reply;
+  enum Kind { reply, error, timeout, refused } kind = reply;
   std::uint32_t status = 0;
   std::string body;  // the reply, or the error message
   std::string server;
@@ -752,6 +802,9 @@ class Requester {
   void refresh(bool first);
   void add_server(const std::string& name, const std::string& endpoint, const std::optional<std::string>& pubkey,
                   std::uint32_t capacity);
+  void open(Server& s);
+  void fail_refused();
+  void fail_orphans(clock::time_point now);
   int pick(const Pending& p);
   void dispatch();
   void on_reply(int s);
@@ -775,11 +828,12 @@ class Requester {
   std::map<std::uint64_t, Outcome> done_;
   std::unique_ptr<FrameReader> reader_;
   std::unique_ptr<FrameWriter> writer_;
-  std::uint64_t next_seq_ = 1, printed_ = 0, id_base_ = 0, tick_ = 0;
+  std::uint64_t next_seq_ = 1, printed_ = 0, id_base_ = 0, tick_ = 0, opened_ = 0;
   bool input_eof_ = false;
   std::optional<std::string> input_error_;
   std::uint64_t replies_ = 0, errors_ = 0, timeouts_ = 0, retries_ = 0, stray_ = 0, malformed_ = 0;
   clock::time_point next_refresh_{};
+  std::optional<clock::time_point> orphaned_since_;  // requests waiting, no server listed
 };
 
 void Requester::add_server(const std::string& name, const std::string& endpoint,
@@ -787,33 +841,48 @@ void Requester::add_server(const std::string& name, const std::string& endpoint,
   auto s = std::make_unique<Server>();
   s->name = name;
   s->endpoint = endpoint;
+  s->pubkey = pubkey;
   s->capacity = std::clamp<std::uint32_t>(capacity, 1, 100000);
-  s->sock = z_.socket(ZMQ_DEALER);
-  set_int(s->sock, ZMQ_IMMEDIATE, 1);
-  set_int(s->sock, ZMQ_SNDHWM, 100000);
-  set_int(s->sock, ZMQ_RCVHWM, 100000);
-  set_int(s->sock, ZMQ_RECONNECT_IVL, 100);
-  const std::int64_t maxmsg = static_cast<std::int64_t>(o_.max_message_size) + 4096;
-  zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-  if (pubkey) {
-    if (!is_z85_key(*pubkey)) throw Error(ExitCode::failure, "server " + printable(name) + " registered a malformed key");
-    if (!mine_) mine_ = client_keypair_from_env();
-    set_str(s->sock, ZMQ_CURVE_SERVERKEY, *pubkey);
-    set_str(s->sock, ZMQ_CURVE_PUBLICKEY, mine_->public_key);
-    set_str(s->sock, ZMQ_CURVE_SECRETKEY, mine_->secret_key);
-  }
-  s->mon = start_monitor(z_.ctx, s->sock, s.get(), "req",
-                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
-  z_.socks.push_back(s->mon);
-  if (zmq_connect(s->sock, endpoint.c_str()) != 0)
-    throw Error(ExitCode::failure, "cannot connect to " + printable(endpoint, 80) + ": " + zmq_strerror(zmq_errno()));
-  spdlog::debug("server {} at {}", name, endpoint);
+  open(*s);
   servers_.push_back(std::move(s));
+}
+
+void Requester::open(Server& s) {
+  s.up = s.refused = false;
+  s.listed = true;
+  s.misses = 0;
+  s.sock = z_.socket(ZMQ_DEALER);
+  // Not ZMQ_IMMEDIATE: requests go only to a server whose handshake is done anyway (s.up),
+  // and with it libzmq drops the pipe at a disconnect together with the replies that
+  // arrived just before it (a server's last answers as it ends).
+  set_int(s.sock, ZMQ_SNDHWM, 100000);
+  set_int(s.sock, ZMQ_RCVHWM, 100000);
+  set_int(s.sock, ZMQ_RECONNECT_IVL, 100);
+  const std::int64_t maxmsg = static_cast<std::int64_t>(o_.max_message_size) + 4096;
+  zmq_setsockopt(s.sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+  if (s.pubkey) {
+    if (!is_z85_key(*s.pubkey))
+      throw Error(ExitCode::failure, "server " + printable(s.name) + " registered a malformed key");
+    if (!mine_) mine_ = client_keypair_from_env();
+    set_str(s.sock, ZMQ_CURVE_SERVERKEY, *s.pubkey);
+    set_str(s.sock, ZMQ_CURVE_PUBLICKEY, mine_->public_key);
+    set_str(s.sock, ZMQ_CURVE_SECRETKEY, mine_->secret_key);
+  }
+  // A fresh monitor address each time: the one of a closed socket may still be bound.
+  s.mon = start_monitor(z_.ctx, s.sock, reinterpret_cast<const void*>(static_cast<std::uintptr_t>(++opened_)), "req",
+                        ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                            ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
+  z_.socks.push_back(s.mon);
+  if (zmq_connect(s.sock, s.endpoint.c_str()) != 0)
+    throw Error(ExitCode::failure, "cannot connect to " + printable(s.endpoint, 80) + ": " + zmq_strerror(zmq_errno()));
+  spdlog::debug("server {} at {}", s.name, s.endpoint);
 }
 
 void Requester::refresh(bool first) {
   next_refresh_ = clock::now() + 1s;
+  // The broker away (restarting): keep the servers we know; a LIST_REQ now would only
+  // hold up the replies for --broker-timeout.
+  if (!first && !client_->connected()) return;
   nlohmann::json ack;
   try {
     ack = client_->request("LIST_REQ", nlohmann::json::object());
@@ -842,11 +911,21 @@ void Requester::refresh(bool first) {
     const std::string n = name->get<std::string>();
     seen.insert(n);
     auto known = std::find_if(servers_.begin(), servers_.end(), [&](const auto& s) { return s->name == n; });
-    if (known == servers_.end()) add_server(n, ep->get<std::string>(), key, cap);
-    else if ((*known)->sock) (*known)->listed = true;
+    if (known == servers_.end()) {
+      add_server(n, ep->get<std::string>(), key, cap);
+    } else if (!(*known)->sock) {  // closed when it was unlisted; back (e.g. re-registered after a broker restart)
+      (*known)->endpoint = ep->get<std::string>();
+      (*known)->pubkey = key;
+      open(**known);
+    } else {
+      (*known)->listed = true;
+      (*known)->misses = 0;
+    }
   }
+  // Unlisted twice in a row (a restarted broker lists a server only once it registered
+  // again): no new requests; closed once it has none in flight.
   for (auto& s : servers_)
-    if (s->sock && !seen.count(s->name)) s->listed = false;
+    if (s->sock && !seen.count(s->name) && ++s->misses >= 2) s->listed = false;
 }
 
 int Requester::pick(const Pending& p) {
@@ -888,6 +967,10 @@ void Requester::dispatch() {
     ++p.attempts;
     p.server = s;
     p.sent = clock::now();
+    // With retries left, an attempt unanswered for its share of -W is resent (the last one
+    // has until -W itself).
+    if (o_.timeout && p.attempts <= o_.retries) p.attempt_deadline = p.sent + *o_.timeout / (o_.retries + 1);
+    else p.attempt_deadline.reset();
     ++srv.inflight;
     srv.last_used = ++tick_;
   }
@@ -909,10 +992,11 @@ void Requester::retry_or_fail(Pending& p, Outcome::Kind kind, const std::string&
   }
   const std::string where = p.server >= 0 ? servers_[static_cast<std::size_t>(p.server)]->name : std::string("-");
   p.server = -1;
-  if (p.attempts <= o_.retries && p.attempts > 0) {
+  p.attempt_deadline.reset();
+  // A retry runs within the request's -W (p.deadline), never past it.
+  if (p.attempts <= o_.retries && p.attempts > 0 && !(p.deadline && clock::now() >= *p.deadline)) {
     ++retries_;
     spdlog::info("request {}: {}; retrying", p.seq, why);
-    if (o_.timeout) p.deadline = clock::now() + *o_.timeout;
     queue_.push_front(p.seq);
     return;
   }
@@ -937,6 +1021,14 @@ void Requester::on_monitor(int s) {
   while (next_monitor_event(srv.mon, ev, val)) {
     if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
       srv.up = true;
+      srv.refused = false;
+    } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      // Its ZAP handler refused our key: the broker's --allow-keys does not list it.
+      if (!srv.refused)
+        spdlog::warn("server {} refused this client's key (ZAP status {}): it is not on the broker's --allow-keys",
+                     srv.name, val);
+      srv.refused = true;
+      srv.up = false;
     } else if (ev == ZMQ_EVENT_DISCONNECTED) {
       srv.up = false;
       on_reply(s);  // what it answered before it went
@@ -989,6 +1081,47 @@ void Requester::on_reply(int s) {
     }
     complete(p, std::move(out));
   }
+}
+
+// Every server we could send to refused our key: the requests waiting for one fail now
+// (exit 6) rather than at -W, or never without it.
+void Requester::fail_refused() {
+  if (queue_.empty()) return;
+  int usable = 0, refused = 0;
+  for (const auto& s : servers_)
+    if (s->sock && s->listed) ++usable, refused += s->refused ? 1 : 0;
+  if (usable == 0 || refused < usable) return;
+  const std::string why = (usable == 1 ? "the server of '" : "every server of '") +
+                          (o_.service.empty() ? servers_.front()->endpoint : o_.service) +
+                          "' refused this client's key (CURVE/ZAP): it is not on the broker's --allow-keys";
+  while (!queue_.empty()) {
+    Outcome out;
+    out.kind = Outcome::refused;
+    out.body = why;
+    complete(pending_.at(queue_.front()), std::move(out));
+  }
+}
+
+// Requests waiting for a server while the broker lists none (the service's servers died;
+// retries left): without --wait they fail after kOrphanGrace, so a request never waits
+// forever, even without -W. (A restarting broker or server gets that long to come back.)
+void Requester::fail_orphans(clock::time_point now) {
+  constexpr auto kOrphanGrace = 5s;
+  const bool none = std::none_of(servers_.begin(), servers_.end(), [](const auto& s) { return s->sock && s->listed; });
+  if (queue_.empty() || !none || o_.wait) {
+    orphaned_since_.reset();
+    return;
+  }
+  if (!orphaned_since_) orphaned_since_ = now;
+  if (now - *orphaned_since_ < kOrphanGrace) return;
+  while (!queue_.empty()) {
+    Outcome out;
+    out.kind = Outcome::error;
+    out.body = "no server of '" + o_.service + "' left for " + duration_text(kOrphanGrace) +
+               " (its servers went away; --wait waits for one)";
+    complete(pending_.at(queue_.front()), std::move(out));
+  }
+  orphaned_since_.reset();
 }
 
 void Requester::issue(std::string body) {
@@ -1054,6 +1187,10 @@ void Requester::print_ready() {
       }
     } else {
       const std::string msg = "request " + std::to_string(printed_) + ": " + out.body;
+      if (out.kind == Outcome::refused) {
+        writer_->flush();
+        throw RefusedError(msg);
+      }
       if (out.kind == Outcome::timeout) ++timeouts_;
       else ++errors_;
       if (!o_.keep_going) {
@@ -1127,8 +1264,10 @@ int Requester::run() {
       items.push_back({s->mon, 0, ZMQ_POLLIN, 0});
     }
     std::optional<clock::time_point> wake;
-    for (auto& [seq, p] : pending_)
+    for (auto& [seq, p] : pending_) {
       if (p.deadline && (!wake || *p.deadline < *wake)) wake = p.deadline;
+      if (p.attempt_deadline && (!wake || *p.attempt_deadline < *wake)) wake = p.attempt_deadline;
+    }
     if (broker && (!wake || next_refresh_ < *wake)) wake = next_refresh_;
     const int timeout = wake ? ms_until(*wake) : -1;
     if (zmq_poll(items.data(), static_cast<int>(items.size()), timeout) < 0 && zmq_errno() != EINTR)
@@ -1139,14 +1278,29 @@ int Requester::run() {
       on_reply(static_cast<int>(i));
       on_monitor(static_cast<int>(i));
     }
+    fail_refused();
     if (want_input && items[1].revents) read_input();
     const auto now = clock::now();
-    std::vector<std::uint64_t> expired;
-    for (auto& [seq, p] : pending_)
+    std::vector<std::uint64_t> expired, resend;
+    for (auto& [seq, p] : pending_) {
       if (p.deadline && now >= *p.deadline) expired.push_back(seq);
+      else if (p.attempt_deadline && now >= *p.attempt_deadline && p.server >= 0) resend.push_back(seq);
+    }
+    for (auto seq : resend)
+      retry_or_fail(pending_.at(seq), Outcome::timeout,
+                    "no reply within " + duration_text(*o_.timeout / (o_.retries + 1)) + " from server " +
+                        servers_[static_cast<std::size_t>(pending_.at(seq).server)]->name);
     for (auto seq : expired) {
       Pending& p = pending_.at(seq);
-      retry_or_fail(p, Outcome::timeout, "no reply within " + duration_text(*o_.timeout));
+      // The hard bound: no retry past -W.
+      if (p.server >= 0) --servers_[static_cast<std::size_t>(p.server)]->inflight;
+      Outcome out;
+      out.kind = Outcome::timeout;
+      out.body = "no reply within " + duration_text(*o_.timeout) +
+                 (p.attempts > 1 ? " (" + std::to_string(p.attempts) + " attempts)" : std::string());
+      out.server = p.server >= 0 ? servers_[static_cast<std::size_t>(p.server)]->name : std::string("-");
+      p.server = -1;
+      complete(p, std::move(out));
     }
     if (broker && now >= next_refresh_) {
       refresh(false);
@@ -1156,6 +1310,7 @@ int Requester::run() {
           z_.close(s->sock);
           s->sock = s->mon = nullptr;
         }
+      fail_orphans(now);
     }
   }
   writer_->flush();

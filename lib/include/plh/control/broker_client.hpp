@@ -61,6 +61,8 @@ struct BrokerClientConfig {
 // Counters a producer/consumer updates on its hot path; heartbeats carry them.
 struct ChannelMetrics {
   std::atomic<std::uint64_t> messages{0}, bytes{0}, gaps{0};
+  // Request/reply servers: p50/p99 service time in microseconds (0: none yet, not sent).
+  std::atomic<std::uint64_t> latency_p50_us{0}, latency_p99_us{0};
 };
 
 struct ChannelRegistration {

@@ -120,6 +120,7 @@ class ChannelRegistry {
     std::string alias;
     SteadyTime last_seen{};
     std::uint64_t messages = 0, bytes = 0, gaps = 0;
+    std::optional<std::uint64_t> latency_p50_us, latency_p99_us;  // request/reply servers
     Sample prev, last;
     int samples = 0;
   };
@@ -167,7 +168,7 @@ class ChannelRegistry {
   static bool owns(const Peer& p, const std::optional<std::string>& token);
   void append_description(std::string& out, const Channel& ch, SteadyTime now) const;
   struct Metrics {
-    std::optional<std::uint64_t> messages, bytes, gaps;
+    std::optional<std::uint64_t> messages, bytes, gaps, latency_p50_us, latency_p99_us;
   };
   static std::optional<Metrics> parse_metrics(const nlohmann::json& req);  // checks the types
   void update_metrics(Peer& p, const Metrics& sample, SteadyTime now);    // checks plausibility

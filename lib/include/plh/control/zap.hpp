@@ -1,8 +1,9 @@
 #pragma once
 // Admission by CURVE client key: a ZAP handler (ZeroMQ RFC 27) that admits the public
 // keys on an allow-list. The broker runs one on its ROUTER (`plh-broker --allow-keys`);
-// every publisher runs one on its data socket with the list the broker sends in REG_ACK
-// (`allowed_keys`), so a key the broker refuses gets no data from any publisher either.
+// every publisher runs one on its data socket, and every plh-rep on its service socket,
+// with the list the broker sends in REG_ACK (`allowed_keys`), so a key the broker refuses
+// gets no data from any publisher (and no reply from any server) either.
 //
 // ZeroMQ asks the handler bound at inproc://zeromq.zap.01 in a socket's context, so there
 // is at most one handler per context, bound before the sockets it guards accept peers.

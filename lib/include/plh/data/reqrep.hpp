@@ -20,9 +20,20 @@
 // servers may come and go).
 //
 // Delivery: without --retries at most once (a request whose server died or timed out is
-// reported, never resent); with --retries at least once (it is resent, with the same id
-// and the retry flag, and may run twice). A reply for an id not in flight (unknown, late,
-// or the second answer to a retried request) is counted and dropped.
+// reported, never resent); with --retries N at least once (it is resent, with the same id
+// and the retry flag, and may run twice): after its server went away or answered
+// unavailable/busy, or when an attempt got no reply within -W/(N+1). -W bounds the whole
+// request, retries included. A reply to any attempt counts; a reply for an id not in
+// flight (unknown, late, or the second answer to a retried request) is counted and dropped.
+//
+// Admission: with a CURVE broker the server's ROUTER is a CURVE server; with the broker's
+// --allow-keys it admits only the keys in REG_ACK's allowed_keys (ZAP, plh/control/zap.hpp).
+// A requester whose every server refused its key fails with RefusedError (exit 6).
+// Requests waiting for a server while the broker lists none fail after 5 s (not with
+// --wait), so nothing waits forever for a service that is gone, even without -W.
+//
+// Metrics: each server's heartbeats carry messages = replies (errors included), bytes,
+// gaps = error replies, and latency_p50_us/latency_p99_us (receipt to reply, last 4096).
 #include <chrono>
 #include <cstdint>
 #include <optional>
