@@ -759,6 +759,10 @@ int Replier::run() {
 
 // ---------------------------------------------------------------------------------------
 // Requester
+// How long requests in flight on a server that disconnected wait for replies libzmq
+// already read from it (see Server::lost_at).
+constexpr auto kLateReplyGrace = std::chrono::milliseconds(100);
+
 struct Server {
   std::string name, endpoint;
   std::optional<std::string> pubkey;
@@ -771,6 +775,10 @@ struct Server {
   std::uint32_t capacity = 1;
   int inflight = 0;
   std::uint64_t last_used = 0;
+  // Disconnected with requests in flight: they count as lost at this time, unless their
+  // replies turn up first (libzmq reports the disconnect before it hands over the last
+  // messages it read from that connection).
+  std::optional<clock::time_point> lost_at;
 };
 
 struct Pending {
@@ -1032,7 +1040,7 @@ void Requester::on_monitor(int s) {
     } else if (ev == ZMQ_EVENT_DISCONNECTED) {
       srv.up = false;
       on_reply(s);  // what it answered before it went
-      lost(s, "server " + srv.name + " went away with the request in flight");
+      if (!srv.lost_at) srv.lost_at = clock::now() + kLateReplyGrace;
     } else {
       spdlog::warn("handshake with server {} failed (event {}, {})", srv.name, ev, val);
     }
@@ -1269,6 +1277,8 @@ int Requester::run() {
       if (p.attempt_deadline && (!wake || *p.attempt_deadline < *wake)) wake = p.attempt_deadline;
     }
     if (broker && (!wake || next_refresh_ < *wake)) wake = next_refresh_;
+    for (auto& srv : servers_)
+      if (srv->lost_at && (!wake || *srv->lost_at < *wake)) wake = srv->lost_at;
     const int timeout = wake ? ms_until(*wake) : -1;
     if (zmq_poll(items.data(), static_cast<int>(items.size()), timeout) < 0 && zmq_errno() != EINTR)
       throw_zmq_error("poll failed");
@@ -1277,6 +1287,13 @@ int Requester::run() {
       if (!servers_[i]->sock) continue;
       on_reply(static_cast<int>(i));
       on_monitor(static_cast<int>(i));
+    }
+    for (std::size_t i = 0; i < servers_.size(); ++i) {
+      Server& srv = *servers_[i];
+      if (!srv.lost_at || clock::now() < *srv.lost_at) continue;
+      srv.lost_at.reset();
+      if (srv.sock) on_reply(static_cast<int>(i));
+      lost(static_cast<int>(i), "server " + srv.name + " went away with the request in flight");
     }
     fail_refused();
     if (want_input && items[1].revents) read_input();
