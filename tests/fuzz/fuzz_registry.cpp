@@ -8,6 +8,7 @@
 //   peer   byte % 8 -> client identity "peer-N"
 //   type   R REG_REQ, D DISC_REQ, U DEREG_REQ, C CONSUMER_REG_REQ, c CONSUMER_DEREG_REQ,
 //          H HEARTBEAT_REQ, L LIST_REQ, P PING_REQ, Z CLOSE_REQ, K CHECKSUM_ERROR_REPORT,
+//          W WATCH_REQ, w UNWATCH_REQ,
 //          J a message with the wrong number of frames (ChannelRegistry::reject),
 //          ? the type is the body up to the first space; any other byte is the type itself
 //   clock  '0'..'9': the clock advances 0, 1, 10, 100, 500, 1000, 2000, 5000, 6000 or
@@ -61,6 +62,8 @@ std::string_view type_of(char code, std::string_view& body) {
     case 'P': return p::kPingReq;
     case 'Z': return p::kCloseReq;
     case 'K': return p::kChecksumErrorReport;
+    case 'W': return p::kWatchReq;
+    case 'w': return p::kUnwatchReq;
     case '?': {
       const auto sp = body.find(' ');
       std::string_view t = body.substr(0, sp);
