@@ -143,6 +143,10 @@ TEST_CASE("defaults files: a bad file or profile is exit 2 naming the file and t
     CHECK(r.err.find(f.user()) != std::string::npos);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
+  // An empty profile is a profile (nothing to apply), not an unknown one.
+  f.write_user("[profile.empty]\n");
+  CHECK(f.run(PLH_CTL_BIN, {"config", "--profile", "empty"}).code == 0);
+
   // A top key that this tool does not have is for the others (plh-pub's --advertise).
   f.write_user("advertise = 10.0.0.1\nbroker = \"" + kBad + "\"\n");
   CHECK(f.run(PLH_CTL_BIN, {"ping"}).code == 5);

@@ -114,7 +114,10 @@ std::vector<ConfigEntry> read_config(const std::vector<std::string>& files, cons
       throw UsageError("defaults file '" + file + "': " + e.what());
     }
     for (const auto& item : items) {
-      if (item.name == "++" || item.name == "--") continue;  // CLI11's section markers
+      if (item.name == "++" || item.name == "--") {  // CLI11's section markers: an empty profile exists too
+        if (item.parents.size() >= 2 && item.parents[0] == "profile" && item.parents[1] == profile) profile_seen = true;
+        continue;
+      }
       ConfigEntry e;
       e.file = file;
       e.key = item.name;
