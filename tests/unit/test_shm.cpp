@@ -18,6 +18,7 @@
 #include "plh/core/error.hpp"
 #include "plh/shm/data_block.hpp"
 #include "plh/shm/layout.hpp"
+#include "../../lib/src/shm/internal.hpp"  // detail::AdaptiveSpin
 #include "process.hpp"
 #include "skip.hpp"
 
@@ -782,4 +783,24 @@ TEST_CASE("sequential: a reader attaching after its predecessor died is told how
   REQUIRE(got.status == shm::AcquireStatus::slot);
   CHECK(got.view.meta.seq == 9);
   CHECK(text(got.view) == "9");
+}
+
+TEST_CASE("adaptive spin: short waits grow the spin up to the cap, long waits bring it back to the base", "[shm]") {
+  using std::chrono::microseconds;
+  plh::shm::detail::AdaptiveSpin spin(microseconds(20), microseconds(250));
+  CHECK(spin.budget() == microseconds(20));  // nothing seen yet: the base
+  for (int i = 0; i < 64; ++i) spin.record(microseconds(60));  // 1 MiB frames every 60 us
+  CHECK(spin.budget() >= microseconds(110));
+  CHECK(spin.budget() <= microseconds(130));  // twice the average wait
+  for (int i = 0; i < 64; ++i) spin.record(microseconds(200));
+  CHECK(spin.budget() == microseconds(250));  // capped
+  for (int i = 0; i < 64; ++i) spin.record(microseconds(1000));  // a 1 kHz sensor
+  CHECK(spin.budget() == microseconds(20));  // spinning would not catch it: sleep at once
+  spin.record(std::chrono::hours(1));  // one long stall is bounded and moves the average by 1/8
+  for (int i = 0; i < 64; ++i) spin.record(microseconds(10));
+  CHECK(spin.budget() >= microseconds(20));  // 2 x 10 us (and never below the base)
+  CHECK(spin.budget() <= microseconds(21));
+  plh::shm::detail::AdaptiveSpin off(microseconds(0), microseconds(0));
+  off.record(microseconds(1));
+  CHECK(off.budget() == microseconds(0));
 }

@@ -92,6 +92,7 @@ struct Writer::Impl {
   std::uint64_t n = 1;
   WaitOptions wait;
   std::uint32_t pid = my_pid();
+  detail::AdaptiveSpin spin{std::chrono::nanoseconds(20'000), std::chrono::nanoseconds(250'000)};  // set from `wait`
   std::uint64_t seq = 0;        // newest committed
   std::uint64_t floor_cache = 0;
   bool floor_valid = false;
@@ -145,7 +146,7 @@ struct Writer::Impl {
     if (has_space(s)) return true;
     h->writer_waits.fetch_add(1, std::memory_order_relaxed);
     const auto started = Clock::now();
-    const auto spin_until = started + wait.spin;
+    const auto spin_until = started + spin.budget();
     unsigned spins = 0;
     auto note_backpressure = [&](Clock::time_point now) {
       // A writer held by backpressure says so once (at -v at once; at the default level
@@ -169,7 +170,10 @@ struct Writer::Impl {
       }
     };
     for (;;) {
-      if (has_space(s)) return true;
+      if (has_space(s)) {
+        spin.record(Clock::now() - started);
+        return true;
+      }
       if (stop_requested()) return false;
       const auto now = Clock::now();
       if (now >= spin_until) note_backpressure(now);
@@ -243,6 +247,7 @@ std::string describe(const Geometry& g) {
 Writer::Writer(std::string_view name, const Options& opts, const Trust& trust) : impl_(std::make_unique<Impl>()) {
   Impl& w = *impl_;
   w.wait = opts.wait;
+  w.spin = detail::AdaptiveSpin(opts.wait.spin, opts.wait.spin_max);
   // Squatting: another user may have created /plh.NAME first, hoping that we write into
   // (and they read) it. Create exclusively; only an object that exists already is
   // attached, and only after the owner and mode checks (Trust).
@@ -435,6 +440,7 @@ struct Reader::Impl {
   bool joined = false;  // ordered policies: a slot was read, so no overwrite is legitimate any more
   std::chrono::nanoseconds slice{};
   Clock::time_point next_liveness_check{};
+  detail::AdaptiveSpin spin{std::chrono::nanoseconds(20'000), std::chrono::nanoseconds(250'000)};  // set from `wait`
   std::byte sum[layout::kChecksumBytes];
 
   bool ordered() const { return geo.policy != Policy::latest; }
@@ -513,6 +519,7 @@ Reader::Reader(std::string_view name, const Options& opts, const Trust& trust) :
   r.n = r.geo.slots;
   r.wait = opts.wait;
   r.slice = liveness_slice(opts.wait);
+  r.spin = detail::AdaptiveSpin(opts.wait.spin, opts.wait.spin_max);
   Header* h = r.h;
   reap_dead_readers(r.seg);
   const std::uint32_t me = my_pid();
@@ -720,10 +727,14 @@ AcquireResult Reader::acquire(Clock::time_point deadline) {
   Impl& r = *impl_;
   Header* h = r.h;
   if (auto v = try_acquire()) return {AcquireStatus::slot, *v};  // fast path: no clock read
-  const auto spin_until_base = Clock::now();
+  const auto started = Clock::now();
+  const auto spin_until = started + r.spin.budget();
   bool spun = false;
   for (;;) {
-    if (auto v = try_acquire()) return {AcquireStatus::slot, *v};
+    if (auto v = try_acquire()) {
+      r.spin.record(Clock::now() - started);
+      return {AcquireStatus::slot, *v};
+    }
     if (h->ended.load(std::memory_order_seq_cst) && h->write_seq.load(std::memory_order_seq_cst) < r.next)
       return {AcquireStatus::ended, {}};
     if (stop_requested()) return {AcquireStatus::stopped, {}};
@@ -734,7 +745,7 @@ AcquireResult Reader::acquire(Clock::time_point deadline) {
       r.entry->heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
       r.check_writer();
     }
-    if (r.wait.busy_poll || (!spun && now < spin_until_base + r.wait.spin)) {
+    if (r.wait.busy_poll || (!spun && now < spin_until)) {
       // Spin on write_seq (one cache line, read-shared) until it moves or a check is due.
       for (unsigned i = 0; i < 4096; ++i) {
         if (h->write_seq.load(std::memory_order_acquire) >= r.next || h->ended.load(std::memory_order_relaxed)) break;

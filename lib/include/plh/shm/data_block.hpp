@@ -113,6 +113,9 @@ bool remove_segment(std::string_view name);
 struct WaitOptions {
   bool busy_poll = false;  // spin (pause instruction) instead of sleeping: lowest latency, one core busy
   std::chrono::nanoseconds spin{20'000};  // blocking mode: spin this long before sleeping on the futex
+  // Blocking mode: while the waits are short the spin grows up to this (twice the average
+  // wait), so a fast stream is caught spinning and the other side never wakes a sleeper.
+  std::chrono::nanoseconds spin_max{250'000};
   // A writer whose heartbeat is older than this (or whose pid is gone) is dead.
   std::chrono::nanoseconds heartbeat_timeout{std::chrono::seconds(5)};
 };
