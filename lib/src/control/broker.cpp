@@ -269,8 +269,10 @@ struct Broker::Impl {
           dense_streak = now - last_request < busy_poll ? dense_streak + 1 : 0;
           spinning = dense_streak >= 3;
           last_request = now;
-          // Drain a batch; replies are sent after each message so latency stays low.
-          for (int i = 0; i < 4096 && serve_one(out, now); ++i) send_all(out);
+          // Drain a batch; replies are sent after each message so latency stays low. Each
+          // message gets its own time: a client that answers a reply at once is still in
+          // the same batch, and two heartbeats stamped alike would make a rate of 0/0.
+          for (int i = 0; i < 4096 && serve_one(out, i == 0 ? now : steady_clock::now()); ++i) send_all(out);
           send_all(out);
         }
       }
