@@ -804,3 +804,16 @@ TEST_CASE("adaptive spin: short waits grow the spin up to the cap, long waits br
   off.record(microseconds(1));
   CHECK(off.budget() == microseconds(0));
 }
+
+TEST_CASE("adaptive spin: the bounds are clamped, so a huge cap cannot overflow the average", "[shm]") {
+  using std::chrono::nanoseconds;
+  plh::shm::detail::AdaptiveSpin spin(nanoseconds(-5), nanoseconds::max());
+  CHECK(spin.budget() == nanoseconds(0));  // negative base: no spin; nothing seen yet
+  for (int i = 0; i < 64; ++i) spin.record(nanoseconds::max());
+  CHECK(spin.budget() == nanoseconds(0));  // average above the 1 s cap: back to the base
+  for (int i = 0; i < 256; ++i) spin.record(std::chrono::milliseconds(100));
+  CHECK(spin.budget() > std::chrono::milliseconds(150));
+  CHECK(spin.budget() <= std::chrono::seconds(1));
+  plh::shm::detail::AdaptiveSpin defaults;  // from WaitOptions{}
+  CHECK(defaults.budget() == plh::shm::WaitOptions{}.spin);
+}

@@ -92,7 +92,7 @@ struct Writer::Impl {
   std::uint64_t n = 1;
   WaitOptions wait;
   std::uint32_t pid = my_pid();
-  detail::AdaptiveSpin spin{std::chrono::nanoseconds(20'000), std::chrono::nanoseconds(250'000)};  // set from `wait`
+  detail::AdaptiveSpin spin;  // from `wait`
   std::uint64_t seq = 0;        // newest committed
   std::uint64_t floor_cache = 0;
   bool floor_valid = false;
@@ -247,7 +247,7 @@ std::string describe(const Geometry& g) {
 Writer::Writer(std::string_view name, const Options& opts, const Trust& trust) : impl_(std::make_unique<Impl>()) {
   Impl& w = *impl_;
   w.wait = opts.wait;
-  w.spin = detail::AdaptiveSpin(opts.wait.spin, opts.wait.spin_max);
+  w.spin = detail::AdaptiveSpin(opts.wait);
   // Squatting: another user may have created /plh.NAME first, hoping that we write into
   // (and they read) it. Create exclusively; only an object that exists already is
   // attached, and only after the owner and mode checks (Trust).
@@ -440,7 +440,7 @@ struct Reader::Impl {
   bool joined = false;  // ordered policies: a slot was read, so no overwrite is legitimate any more
   std::chrono::nanoseconds slice{};
   Clock::time_point next_liveness_check{};
-  detail::AdaptiveSpin spin{std::chrono::nanoseconds(20'000), std::chrono::nanoseconds(250'000)};  // set from `wait`
+  detail::AdaptiveSpin spin;  // from `wait`
   std::byte sum[layout::kChecksumBytes];
 
   bool ordered() const { return geo.policy != Policy::latest; }
@@ -519,7 +519,7 @@ Reader::Reader(std::string_view name, const Options& opts, const Trust& trust) :
   r.n = r.geo.slots;
   r.wait = opts.wait;
   r.slice = liveness_slice(opts.wait);
-  r.spin = detail::AdaptiveSpin(opts.wait.spin, opts.wait.spin_max);
+  r.spin = detail::AdaptiveSpin(opts.wait);
   Header* h = r.h;
   reap_dead_readers(r.seg);
   const std::uint32_t me = my_pid();

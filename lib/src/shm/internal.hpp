@@ -176,10 +176,14 @@ inline void cpu_relax() {
 // average up to `cap`) it spins up to twice the average, so the slot is caught spinning and
 // the other side never makes a syscall; when they are longer it spins only `base`, so a
 // slow stream (a 1 kHz sensor) costs no CPU. The average moves by 1/8 of each wait.
+// Both bounds are clamped to [0, 1 s], so the arithmetic below cannot overflow.
 class AdaptiveSpin {
  public:
+  explicit AdaptiveSpin(const WaitOptions& w = {}) : AdaptiveSpin(w.spin, w.spin_max) {}
   AdaptiveSpin(std::chrono::nanoseconds base, std::chrono::nanoseconds cap)
-      : base_(base.count() > 0 ? base.count() : 0), cap_(std::max(cap.count(), base_)), avg_(cap_ + 1) {}
+      : base_(std::clamp<std::int64_t>(base.count(), 0, kLimit)),
+        cap_(std::clamp<std::int64_t>(cap.count(), base_, kLimit)),
+        avg_(cap_ + 1) {}
   std::chrono::nanoseconds budget() const {
     if (avg_ > cap_) return std::chrono::nanoseconds(base_);
     return std::chrono::nanoseconds(std::clamp<std::int64_t>(2 * avg_, base_, cap_));
@@ -190,6 +194,7 @@ class AdaptiveSpin {
   }
 
  private:
+  static constexpr std::int64_t kLimit = 1'000'000'000;
   std::int64_t base_, cap_, avg_;
 };
 
